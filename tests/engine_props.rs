@@ -1,0 +1,375 @@
+//! Property tests of the engine against the float64 reference (`recur::reference`), and the
+//! invariants of SPEC §4: bit-identical results for any thread count and any batch split, and a
+//! NaN in one batch element never touching another. Every available kernel tier is exercised.
+
+use proptest::prelude::*;
+use recur::{reference, Config, ForwardInput, Isa, Mode, Model, Outputs, StateDict, Tensor};
+
+/// SPEC §4: every output element within 1e-4 of float64.
+const TOL: f64 = 1e-4;
+
+/// A deterministic generator (xorshift) so failing cases shrink and replay from the proptest seed.
+struct Rng(u64);
+impl Rng {
+    fn next_f32(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next_f32() * scale).collect()
+    }
+}
+
+/// PyTorch's default init: U(-1/sqrt(H), 1/sqrt(H)), times `scale`.
+fn state_dict(config: &Config, rng: &mut Rng, scale: f32) -> StateDict {
+    let bound = scale / (config.hidden_size as f32).sqrt();
+    let mut sd = StateDict::new();
+    for layer in 0..config.num_layers {
+        for dir in 0..config.directions() {
+            for (name, shape) in config.param_shapes(layer, dir) {
+                let n = shape.iter().product();
+                sd.insert(name, Tensor::new(shape, rng.vec(n, bound)).unwrap());
+            }
+        }
+    }
+    sd
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    config: Config,
+    seq: usize,
+    batch: usize,
+    unbatched: bool,
+    with_state: bool,
+    lengths: Option<Vec<usize>>,
+    seed: u64,
+    weight_scale: f32,
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    (
+        (
+            0usize..4,
+            1usize..12,
+            1usize..40,
+            1usize..4,
+            any::<bool>(),
+            any::<bool>(),
+        ),
+        (any::<bool>(), any::<bool>(), 0usize..3),
+        (
+            1usize..10,
+            1usize..12,
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
+        (any::<u64>(), prop_oneof![Just(1.0f32), Just(3.0f32)]),
+    )
+        .prop_flat_map(
+            |(
+                (m, input, hidden, layers, bidir, bias),
+                (batch_first, unbatched, proj),
+                (seq, batch, state, ragged, _),
+                (seed, scale),
+            )| {
+                let mode = Mode::ALL[m];
+                let proj_size = if mode == Mode::Lstm && proj > 0 && hidden > 1 {
+                    1 + (proj * 7) % (hidden - 1)
+                } else {
+                    0
+                };
+                let batch = if unbatched { 1 } else { batch };
+                let lengths = if ragged && !unbatched {
+                    proptest::collection::vec(1..=seq, batch)
+                        .prop_map(Some)
+                        .boxed()
+                } else {
+                    Just(None).boxed()
+                };
+                lengths.prop_map(move |lengths| Case {
+                    config: Config {
+                        mode,
+                        input_size: input,
+                        hidden_size: hidden,
+                        num_layers: layers,
+                        bias,
+                        batch_first,
+                        bidirectional: bidir,
+                        proj_size,
+                    },
+                    seq,
+                    batch,
+                    unbatched,
+                    with_state: state,
+                    lengths,
+                    seed: seed | 1,
+                    weight_scale: scale,
+                })
+            },
+        )
+}
+
+struct Built {
+    sd: StateDict,
+    input: Tensor,
+    h0: Option<Tensor>,
+    c0: Option<Tensor>,
+    lengths: Option<Vec<usize>>,
+}
+
+impl Built {
+    fn forward_input(&self) -> ForwardInput<'_> {
+        ForwardInput {
+            input: self.input.view(),
+            h0: self.h0.as_ref().map(Tensor::view),
+            c0: self.c0.as_ref().map(Tensor::view),
+            lengths: self.lengths.as_deref(),
+        }
+    }
+}
+
+fn build(case: &Case) -> Built {
+    let cfg = &case.config;
+    let mut rng = Rng(case.seed);
+    let sd = state_dict(cfg, &mut rng, case.weight_scale);
+    let (l, n) = (case.seq, case.batch);
+    let shape = match (case.unbatched, cfg.batch_first) {
+        (true, _) => vec![l, cfg.input_size],
+        (false, true) => vec![n, l, cfg.input_size],
+        (false, false) => vec![l, n, cfg.input_size],
+    };
+    let input = Tensor::new(shape.clone(), rng.vec(shape.iter().product(), 1.5)).unwrap();
+    let states = cfg.directions() * cfg.num_layers;
+    let state = |w: usize, rng: &mut Rng| {
+        let shape = if case.unbatched {
+            vec![states, w]
+        } else {
+            vec![states, n, w]
+        };
+        Tensor::new(shape.clone(), rng.vec(shape.iter().product(), 0.8)).unwrap()
+    };
+    let h0 = case
+        .with_state
+        .then(|| state(cfg.output_hidden(), &mut rng));
+    let c0 = (case.with_state && cfg.mode == Mode::Lstm).then(|| state(cfg.hidden_size, &mut rng));
+    Built {
+        sd,
+        input,
+        h0,
+        c0,
+        lengths: case.lengths.clone(),
+    }
+}
+
+fn available_tiers() -> Vec<Isa> {
+    let tiers: Vec<Isa> = Isa::ALL
+        .into_iter()
+        .filter(|isa| isa.is_available())
+        .collect();
+    for isa in Isa::ALL.into_iter().filter(|isa| !isa.is_available()) {
+        eprintln!("note: tier {isa} is not available on this machine/build; skipped");
+    }
+    tiers
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f64]) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.len(), want.len(), "{} length", what);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        if w.is_nan() {
+            prop_assert!(g.is_nan(), "{}[{}]: got {}, expected NaN", what, i, g);
+        } else {
+            prop_assert!(
+                (g as f64 - w).abs() <= TOL,
+                "{}[{}]: got {}, expected {} (diff {:e})",
+                what,
+                i,
+                g,
+                w,
+                (g as f64 - w).abs()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bits(o: &Outputs) -> Vec<u32> {
+    let mut v: Vec<u32> = o.output.data.iter().map(|x| x.to_bits()).collect();
+    v.extend(o.h_n.data.iter().map(|x| x.to_bits()));
+    if let Some(c) = &o.c_n {
+        v.extend(c.data.iter().map(|x| x.to_bits()));
+    }
+    v
+}
+
+fn run_in_pool(model: &Model, fi: &ForwardInput<'_>, threads: usize) -> Outputs {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| model.forward(fi).unwrap())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+
+    /// The engine agrees with the float64 reference within SPEC §4's bound, on every tier.
+    #[test]
+    fn engine_matches_reference(case in case_strategy()) {
+        let b = build(&case);
+        let fi = b.forward_input();
+        let want = reference::forward(&case.config, &b.sd, &fi);
+        let mut model = Model::from_state_dict(case.config.clone(), &b.sd).unwrap();
+        for isa in available_tiers() {
+            model.set_isa(isa).unwrap();
+            let got = model.forward(&fi).unwrap();
+            prop_assert_eq!(&got.output.shape, &want.output_shape);
+            prop_assert_eq!(&got.h_n.shape, &want.h_n_shape);
+            assert_close(&format!("{isa} output"), &got.output.data, &want.output)?;
+            assert_close(&format!("{isa} h_n"), &got.h_n.data, &want.h_n)?;
+            match (&got.c_n, &want.c_n) {
+                (Some(g), Some(w)) => assert_close(&format!("{isa} c_n"), &g.data, w)?,
+                (None, None) => {}
+                _ => prop_assert!(false, "c_n presence differs"),
+            }
+        }
+    }
+}
+
+/// A batch large enough to be split into several chunks across threads.
+fn wide_case(mode: Mode, bidirectional: bool, ragged: bool) -> (Config, Built) {
+    let mut config = Config::new(mode, 7, 21);
+    config.num_layers = 2;
+    config.bidirectional = bidirectional;
+    if mode == Mode::Lstm {
+        config.proj_size = 9;
+    }
+    let n = 37;
+    let case = Case {
+        config: config.clone(),
+        seq: 11,
+        batch: n,
+        unbatched: false,
+        with_state: true,
+        lengths: ragged.then(|| (0..n).map(|b| 1 + (b * 7) % 11).collect()),
+        seed: 0x5eed + mode as u64,
+        weight_scale: 1.0,
+    };
+    (config, build(&case))
+}
+
+/// SPEC §4: the same input gives bit-identical output for any thread count, on every tier.
+#[test]
+fn bit_identical_for_any_thread_count() {
+    for mode in Mode::ALL {
+        for (bidir, ragged) in [(false, false), (true, true), (false, true)] {
+            let (config, b) = wide_case(mode, bidir, ragged);
+            let mut model = Model::from_state_dict(config, &b.sd).unwrap();
+            for isa in available_tiers() {
+                model.set_isa(isa).unwrap();
+                let fi = b.forward_input();
+                let one = bits(&run_in_pool(&model, &fi, 1));
+                for threads in [2, 3, 8] {
+                    assert!(
+                        one == bits(&run_in_pool(&model, &fi, threads)),
+                        "{mode} bidir={bidir} ragged={ragged} {isa}: {threads} threads differ from 1"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Picks batch element `b` out of a seq-major `(L, N, W)` or state `(S, N, W)` tensor.
+fn select_batch(t: &Tensor, b: usize) -> Tensor {
+    let (a, n, w) = (t.shape[0], t.shape[1], t.shape[2]);
+    let data = (0..a)
+        .flat_map(|i| t.data[(i * n + b) * w..(i * n + b + 1) * w].to_vec())
+        .collect();
+    Tensor::new(vec![a, 1, w], data).unwrap()
+}
+
+/// SPEC §4: a batch element's result does not depend on the batch it is in.
+#[test]
+fn bit_identical_for_any_batch_split() {
+    for mode in Mode::ALL {
+        let (config, b) = wide_case(mode, true, true);
+        let mut model = Model::from_state_dict(config, &b.sd).unwrap();
+        for isa in available_tiers() {
+            model.set_isa(isa).unwrap();
+            let whole = run_in_pool(&model, &b.forward_input(), 2);
+            for e in [0, 5, 36] {
+                let x = select_batch(&b.input, e);
+                let h0 = select_batch(b.h0.as_ref().unwrap(), e);
+                let c0 = b.c0.as_ref().map(|c| select_batch(c, e));
+                let len = [b.lengths.as_ref().unwrap()[e]];
+                let fi = ForwardInput {
+                    input: x.view(),
+                    h0: Some(h0.view()),
+                    c0: c0.as_ref().map(Tensor::view),
+                    lengths: Some(&len),
+                };
+                let alone = run_in_pool(&model, &fi, 1);
+                let pick = |t: &Tensor| bits_of(&select_batch(t, e));
+                assert_eq!(
+                    pick(&whole.output),
+                    bits_of(&alone.output),
+                    "{mode} {isa} element {e} output"
+                );
+                assert_eq!(
+                    pick(&whole.h_n),
+                    bits_of(&alone.h_n),
+                    "{mode} {isa} element {e} h_n"
+                );
+                if let (Some(w), Some(a)) = (&whole.c_n, &alone.c_n) {
+                    assert_eq!(pick(w), bits_of(a), "{mode} {isa} element {e} c_n");
+                }
+            }
+        }
+    }
+}
+
+fn bits_of(t: &Tensor) -> Vec<u32> {
+    t.data.iter().map(|x| x.to_bits()).collect()
+}
+
+/// SPEC §4: a NaN or inf in one batch element's input never changes another element's output.
+#[test]
+fn nan_in_one_element_leaves_the_others_untouched() {
+    for mode in Mode::ALL {
+        let (config, b) = wide_case(mode, true, false);
+        let mut model = Model::from_state_dict(config.clone(), &b.sd).unwrap();
+        for isa in available_tiers() {
+            model.set_isa(isa).unwrap();
+            let clean = model.forward(&b.forward_input()).unwrap();
+            for poison in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut x = b.input.clone();
+                let (n, i) = (x.shape[1], x.shape[2]);
+                let bad = 4;
+                x.data[(3 * n + bad) * i] = poison; // element `bad`, step 3
+                let fi = ForwardInput {
+                    input: x.view(),
+                    ..b.forward_input()
+                };
+                let dirty = model.forward(&fi).unwrap();
+                for e in (0..n).filter(|&e| e != bad) {
+                    assert_eq!(
+                        bits_of(&select_batch(&clean.output, e)),
+                        bits_of(&select_batch(&dirty.output, e)),
+                        "{mode} {isa}: {poison} in element {bad} changed element {e}"
+                    );
+                }
+                if poison.is_nan() {
+                    let hit = select_batch(&dirty.output, bad);
+                    assert!(
+                        hit.data.iter().any(|v| v.is_nan()),
+                        "{mode} {isa}: NaN did not propagate in its own element"
+                    );
+                }
+            }
+        }
+    }
+}
