@@ -80,13 +80,15 @@ pub struct Outputs {
 }
 
 /// Reusable scratch memory for forward passes: keep one per calling thread to avoid allocating
-/// on every call. Grows to the largest shape it has served.
+/// on every call. It grows to the largest shape it has served; a call that fits allocates
+/// nothing inside the engine.
 #[derive(Debug, Default)]
 pub struct Workspace {
-    seq_input: Vec<f32>,
+    order: Vec<usize>,
+    lengths: Vec<usize>,
     layer_in: Vec<f32>,
     layer_out: Vec<f32>,
-    dirs: [DirScratch; 2],
+    arenas: [Vec<f32>; 2],
 }
 
 impl Workspace {
@@ -96,31 +98,105 @@ impl Workspace {
     }
 }
 
-#[derive(Debug, Default)]
-struct DirScratch {
-    x: Vec<f32>,
-    xp: Vec<f32>,
-    y: Vec<f32>,
-    h_a: Vec<f32>,
-    h_b: Vec<f32>,
-    h_full: Vec<f32>,
-    c: Vec<f32>,
-    h_n: Vec<f32>,
+/// Output buffers that [`Model::forward_into`] fills, reusable across calls (their capacity is
+/// kept, so a steady stream of same-shaped calls allocates nothing).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OutputBuffers {
+    /// `output`, laid out as [`OutputBuffers::output_shape`] says.
+    pub output: Vec<f32>,
+    /// `h_n`, laid out as [`OutputBuffers::h_n_shape`] says.
+    pub h_n: Vec<f32>,
+    /// `c_n` (LSTM; empty otherwise), laid out as [`OutputBuffers::c_n_shape`] says.
+    pub c_n: Vec<f32>,
+    dims: OutputDims,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct OutputDims {
+    seq_len: usize,
+    batch: usize,
+    batched: bool,
+    batch_first: bool,
+    width: usize,
+    states: usize,
+    h_out: usize,
+    hidden: usize,
+    lstm: bool,
+}
+
+impl OutputBuffers {
+    /// Empty buffers.
+    pub fn new() -> OutputBuffers {
+        OutputBuffers::default()
+    }
+
+    /// Shape of `output`: `(L, N, D*H_out)`, `(N, L, D*H_out)` batch-first, `(L, D*H_out)`
+    /// unbatched.
+    pub fn output_shape(&self) -> Vec<usize> {
+        let d = &self.dims;
+        match (d.batched, d.batch_first) {
+            (false, _) => vec![d.seq_len, d.width],
+            (true, false) => vec![d.seq_len, d.batch, d.width],
+            (true, true) => vec![d.batch, d.seq_len, d.width],
+        }
+    }
+
+    fn state_shape(&self, w: usize) -> Vec<usize> {
+        let d = &self.dims;
+        if d.batched {
+            vec![d.states, d.batch, w]
+        } else {
+            vec![d.states, w]
+        }
+    }
+
+    /// Shape of `h_n`: `(D*num_layers, N, H_out)` (`(D*num_layers, H_out)` unbatched).
+    pub fn h_n_shape(&self) -> Vec<usize> {
+        self.state_shape(self.dims.h_out)
+    }
+
+    /// Shape of `c_n` (LSTM): `(D*num_layers, N, hidden_size)`; `None` for other modes.
+    pub fn c_n_shape(&self) -> Option<Vec<usize>> {
+        self.dims.lstm.then(|| self.state_shape(self.dims.hidden))
+    }
+
+    /// Moves the buffers into owned [`Outputs`].
+    pub fn into_outputs(self) -> Outputs {
+        let (output_shape, h_n_shape, c_n_shape) =
+            (self.output_shape(), self.h_n_shape(), self.c_n_shape());
+        Outputs {
+            output: Tensor {
+                shape: output_shape,
+                data: self.output,
+            },
+            h_n: Tensor {
+                shape: h_n_shape,
+                data: self.h_n,
+            },
+            c_n: c_n_shape.map(|shape| Tensor {
+                shape,
+                data: self.c_n,
+            }),
+        }
+    }
 }
 
 /// The validated shapes of one call.
 #[derive(Debug)]
-struct Plan {
+struct Plan<'w> {
     seq_len: usize,
     batch: usize,
-    batched: bool,
     /// `order[i]`: the batch element in row `i` of the recurrent loop (sorted by length,
     /// longest first, stable); identity without lengths.
-    order: Vec<usize>,
+    order: &'w [usize],
     /// Length of each batch element (all `seq_len` without lengths).
-    lengths: Vec<usize>,
+    lengths: &'w [usize],
+    /// Whether some element is shorter than `seq_len` (outputs past it must read zero).
+    ragged: bool,
     /// Batch rows per chunk (the last chunk may be shorter).
     chunk_rows: usize,
+    /// Whether the two directions run on two threads at once.
+    parallel_directions: bool,
 }
 
 /// Smallest batch chunk worth a thread of its own.
@@ -132,6 +208,34 @@ fn shape_err(what: &str, found: &[usize], expected: &[usize]) -> Error {
         Shape(found),
         Shape(expected)
     ))
+}
+
+/// A `(L, N, width)` sequence tensor, seq-major or batch-first.
+#[derive(Clone, Copy)]
+struct SeqLayout {
+    seq_len: usize,
+    batch: usize,
+    width: usize,
+    batch_first: bool,
+}
+
+impl SeqLayout {
+    /// Offset of the `width` elements of step `t`, batch element `b`.
+    fn at(&self, t: usize, b: usize) -> usize {
+        let row = if self.batch_first {
+            b * self.seq_len + t
+        } else {
+            t * self.batch + b
+        };
+        row * self.width
+    }
+}
+
+/// The shape of one call, checked against the model: `(L, N, batched)`.
+struct CallShape {
+    seq_len: usize,
+    batch: usize,
+    batched: bool,
 }
 
 impl Model {
@@ -159,118 +263,136 @@ impl Model {
     /// assert_eq!(out.h_n.shape, vec![1, 1, 3]);
     /// ```
     pub fn forward_with(&self, fi: &ForwardInput<'_>, ws: &mut Workspace) -> Result<Outputs> {
-        let plan = self.plan(fi)?;
+        let mut out = OutputBuffers::new();
+        self.forward_into(fi, ws, &mut out)?;
+        Ok(out.into_outputs())
+    }
+
+    /// Runs the model on `input` into reusable output buffers: with a workspace and buffers that
+    /// have served the same shape before, the call allocates nothing when the batch fits one
+    /// chunk (the serving path; larger batches hand chunks to rayon).
+    pub fn forward_into(
+        &self,
+        fi: &ForwardInput<'_>,
+        ws: &mut Workspace,
+        out: &mut OutputBuffers,
+    ) -> Result<()> {
+        let shape = self.check(fi)?;
         let cfg = self.config();
-        let (l, n) = (plan.seq_len, plan.batch);
+        let (l, n) = (shape.seq_len, shape.batch);
         let (d_count, h_out, h) = (cfg.directions(), cfg.output_hidden(), cfg.hidden_size);
-        let states = d_count * cfg.num_layers;
         let lstm = cfg.mode == Mode::Lstm;
+        let width = d_count * h_out;
+        let states = d_count * cfg.num_layers;
+        out.dims = OutputDims {
+            seq_len: l,
+            batch: n,
+            batched: shape.batched,
+            batch_first: cfg.batch_first && shape.batched,
+            width,
+            states,
+            h_out,
+            hidden: h,
+            lstm,
+        };
 
         let Workspace {
-            seq_input,
+            order,
+            lengths,
             layer_in,
             layer_out,
-            dirs,
+            arenas,
         } = ws;
-        // Seq-major `(L, N, I)` input.
-        let x0: &[f32] = if cfg.batch_first && plan.batched {
-            transpose_01(fi.input.data, n, l, cfg.input_size, seq_input);
-            seq_input
-        } else {
-            fi.input.data
+        let plan = self.plan(fi, &shape, order, lengths);
+        refill(&mut out.h_n, states * n * h_out, false);
+        refill(&mut out.c_n, if lstm { states * n * h } else { 0 }, false);
+        let input_layout = SeqLayout {
+            seq_len: l,
+            batch: n,
+            width: cfg.input_size,
+            batch_first: out.dims.batch_first,
         };
-
-        let mut h_n = vec![0.0f32; states * n * h_out];
-        let mut c_n = if lstm {
-            vec![0.0f32; states * n * h]
-        } else {
-            Vec::new()
-        };
-        let width = d_count * h_out;
         for layer in 0..cfg.num_layers {
-            let x: &[f32] = if layer == 0 { x0 } else { layer_in };
-            let in_size = cfg.layer_input_size(layer);
-            let run = |d: usize, s: &mut DirScratch| {
+            let last = layer + 1 == cfg.num_layers;
+            let (x, x_layout) = if layer == 0 {
+                (fi.input.data, input_layout)
+            } else {
+                let seq = SeqLayout {
+                    width,
+                    batch_first: false,
+                    ..input_layout
+                };
+                (&layer_in[..], seq)
+            };
+            let run = |d: usize, arena: &mut Vec<f32>| {
                 let idx = layer * d_count + d;
                 let h0 = fi
                     .h0
                     .map(|t| &t.data[idx * n * h_out..(idx + 1) * n * h_out]);
                 let c0 = fi.c0.map(|t| &t.data[idx * n * h..(idx + 1) * n * h]);
-                run_direction(
-                    self.kernels,
-                    &self.layers[layer][d],
-                    &plan,
-                    d == 1,
-                    x,
-                    in_size,
-                    (h0, c0),
-                    s,
-                );
+                let w = &self.layers[layer][d];
+                run_direction(self.kernels, w, &plan, d == 1, x, x_layout, (h0, c0), arena);
             };
-            let (s0, s1) = dirs.split_at_mut(1);
-            if d_count == 2 {
-                rayon::join(|| run(0, &mut s0[0]), || run(1, &mut s1[0]));
+            let [a0, a1] = arenas;
+            if d_count == 2 && plan.parallel_directions {
+                rayon::join(|| run(0, a0), || run(1, a1));
             } else {
-                run(0, &mut s0[0]);
-            }
-            // Scatter each direction's rows back to PyTorch's layout and collect h_n, c_n.
-            layer_out.clear();
-            layer_out.resize(l * n * width, 0.0);
-            for (d, s) in dirs.iter().take(d_count).enumerate() {
-                scatter_direction(&plan, d == 1, s, h_out, d * h_out, width, layer_out);
-                let idx = layer * d_count + d;
-                for (row, &b) in plan.order.iter().enumerate() {
-                    h_n[(idx * n + b) * h_out..][..h_out]
-                        .copy_from_slice(&s.h_n[row * h_out..(row + 1) * h_out]);
-                    if lstm {
-                        c_n[(idx * n + b) * h..][..h].copy_from_slice(&s.c[row * h..(row + 1) * h]);
-                    }
+                run(0, a0);
+                if d_count == 2 {
+                    run(1, a1);
                 }
             }
-            std::mem::swap(layer_in, layer_out);
-        }
-
-        // `layer_in` now holds the last layer's `(L, N, D*H_out)` output.
-        let output = if cfg.batch_first && plan.batched {
-            let mut o = Vec::new();
-            transpose_01(layer_in, l, n, width, &mut o);
-            Tensor {
-                shape: vec![n, l, width],
-                data: o,
-            }
-        } else if plan.batched {
-            Tensor {
-                shape: vec![l, n, width],
-                data: layer_in.clone(),
-            }
-        } else {
-            Tensor {
-                shape: vec![l, width],
-                data: layer_in.clone(),
-            }
-        };
-        let state_shape = |w: usize| {
-            if plan.batched {
-                vec![states, n, w]
+            // Scatter each direction's rows to PyTorch's layout; collect h_n and c_n.
+            let (dest, dest_layout) = if last {
+                (
+                    &mut out.output,
+                    SeqLayout {
+                        width,
+                        ..input_layout
+                    },
+                )
             } else {
-                vec![states, w]
+                (
+                    &mut *layer_out,
+                    SeqLayout {
+                        width,
+                        batch_first: false,
+                        ..input_layout
+                    },
+                )
+            };
+            refill(dest, l * n * width, plan.ragged);
+            for (d, arena) in [&*a0, &*a1].into_iter().take(d_count).enumerate() {
+                let w = &self.layers[layer][d];
+                let idx = layer * d_count + d;
+                let sizes = Sizes::new(w, l, x_layout.width);
+                let h_n = &mut out.h_n[idx * n * h_out..(idx + 1) * n * h_out];
+                let c_n = if lstm {
+                    &mut out.c_n[idx * n * h..(idx + 1) * n * h]
+                } else {
+                    &mut []
+                };
+                gather_results(
+                    &plan,
+                    d == 1,
+                    &sizes,
+                    arena,
+                    d * h_out,
+                    dest,
+                    dest_layout,
+                    h_n,
+                    c_n,
+                );
             }
-        };
-        Ok(Outputs {
-            output,
-            h_n: Tensor {
-                shape: state_shape(h_out),
-                data: h_n,
-            },
-            c_n: lstm.then(|| Tensor {
-                shape: state_shape(h),
-                data: c_n,
-            }),
-        })
+            if !last {
+                std::mem::swap(layer_in, layer_out);
+            }
+        }
+        Ok(())
     }
 
-    /// Validates the call's shapes against the model and builds its plan.
-    fn plan(&self, fi: &ForwardInput<'_>) -> Result<Plan> {
+    /// Validates the call's shapes against the model.
+    fn check(&self, fi: &ForwardInput<'_>) -> Result<CallShape> {
         let cfg = self.config();
         let shape = fi.input.shape;
         let numel = crate::tensor::checked_numel(shape);
@@ -312,7 +434,15 @@ impl Model {
             )));
         }
         let states = cfg.directions() * cfg.num_layers;
-        let state_shape = |w: usize| {
+        let state_ok = |t: &TensorView<'_>, w: usize| {
+            let ok = if batched {
+                t.shape == [states, n, w]
+            } else {
+                t.shape == [states, w]
+            };
+            ok && t.data.len() == states * n * w
+        };
+        let state_want = |w: usize| {
             if batched {
                 vec![states, n, w]
             } else {
@@ -320,9 +450,8 @@ impl Model {
             }
         };
         if let Some(h0) = fi.h0 {
-            let want = state_shape(cfg.output_hidden());
-            if h0.shape != want.as_slice() || h0.data.len() != want.iter().product::<usize>() {
-                return Err(shape_err("h0", h0.shape, &want));
+            if !state_ok(&h0, cfg.output_hidden()) {
+                return Err(shape_err("h0", h0.shape, &state_want(cfg.output_hidden())));
             }
         }
         match (cfg.mode, fi.h0.is_some(), fi.c0) {
@@ -337,9 +466,8 @@ impl Model {
                 ))
             }
             (Mode::Lstm, true, Some(c0)) => {
-                let want = state_shape(cfg.hidden_size);
-                if c0.shape != want.as_slice() || c0.data.len() != want.iter().product::<usize>() {
-                    return Err(shape_err("c0", c0.shape, &want));
+                if !state_ok(&c0, cfg.hidden_size) {
+                    return Err(shape_err("c0", c0.shape, &state_want(cfg.hidden_size)));
                 }
             }
             (mode, _, Some(_)) => {
@@ -349,61 +477,86 @@ impl Model {
             }
             _ => {}
         }
-        let (lengths, ragged) = match fi.lengths {
-            None => (vec![l; n], false),
-            Some(_) if !batched => {
+        if let Some(lens) = fi.lengths {
+            if !batched {
                 return Err(Error::InvalidInput(
                     "lengths were given for unbatched (2-D) input; lengths need a batch dimension"
                         .into(),
-                ))
+                ));
             }
-            Some(lens) => {
-                if lens.len() != n {
-                    return Err(Error::InvalidInput(format!(
-                        "lengths has {} elements, expected one per batch element ({n})",
-                        lens.len()
-                    )));
-                }
-                if let Some((b, &len)) = lens.iter().enumerate().find(|(_, &v)| v == 0 || v > l) {
-                    return Err(Error::InvalidInput(format!(
-                        "lengths[{b}] = {len} is outside 1..={l} (the input's sequence length)"
-                    )));
-                }
-                (lens.to_vec(), lens.iter().any(|&v| v < l))
+            if lens.len() != n {
+                return Err(Error::InvalidInput(format!(
+                    "lengths has {} elements, expected one per batch element ({n})",
+                    lens.len()
+                )));
             }
-        };
-        let mut order: Vec<usize> = (0..n).collect();
-        if ragged {
-            order.sort_by_key(|&b| std::cmp::Reverse(lengths[b]));
+            if let Some((b, &len)) = lens.iter().enumerate().find(|(_, &v)| v == 0 || v > l) {
+                return Err(Error::InvalidInput(format!(
+                    "lengths[{b}] = {len} is outside 1..={l} (the input's sequence length)"
+                )));
+            }
         }
-        let threads = rayon::current_num_threads().max(1);
-        let per_dir = (threads / cfg.directions()).max(1);
-        let chunks = per_dir.min(n / MIN_CHUNK_ROWS).max(1);
-        let chunk_rows = n.div_ceil(chunks);
-        Ok(Plan {
+        Ok(CallShape {
             seq_len: l,
             batch: n,
             batched,
-            order,
-            lengths,
-            chunk_rows,
         })
     }
-}
 
-/// `dst (b, a, w) = src (a, b, w)`.
-fn transpose_01(src: &[f32], a: usize, b: usize, w: usize, dst: &mut Vec<f32>) {
-    dst.clear();
-    dst.resize(a * b * w, 0.0);
-    for i in 0..a {
-        for j in 0..b {
-            dst[(j * a + i) * w..][..w].copy_from_slice(&src[(i * b + j) * w..][..w]);
+    /// The execution plan of a checked call: loop order, chunking, threads.
+    fn plan<'w>(
+        &self,
+        fi: &ForwardInput<'_>,
+        shape: &CallShape,
+        order: &'w mut Vec<usize>,
+        lengths: &'w mut Vec<usize>,
+    ) -> Plan<'w> {
+        let (l, n) = (shape.seq_len, shape.batch);
+        lengths.clear();
+        match fi.lengths {
+            Some(lens) => lengths.extend_from_slice(lens),
+            None => lengths.resize(n, l),
+        }
+        let ragged = lengths.iter().any(|&v| v < l);
+        order.clear();
+        order.extend(0..n);
+        if ragged {
+            // Stable, so equal lengths keep batch order; sort_by_key on a slice of indices
+            // allocates nothing.
+            order.sort_by_key(|&b| std::cmp::Reverse(lengths[b]));
+        }
+        let threads = rayon::current_num_threads().max(1);
+        let d_count = self.config().directions();
+        let parallel_directions = d_count == 2 && threads >= 2;
+        let per_dir = if parallel_directions {
+            (threads / 2).max(1)
+        } else {
+            threads
+        };
+        let chunks = per_dir.min(n / MIN_CHUNK_ROWS).max(1);
+        Plan {
+            seq_len: l,
+            batch: n,
+            order,
+            lengths,
+            ragged,
+            chunk_rows: n.div_ceil(chunks),
+            parallel_directions,
         }
     }
 }
 
+/// Makes `v` hold exactly `len` elements, zeroing them only when asked (a buffer that will be
+/// overwritten whole needs no zeroing).
+fn refill(v: &mut Vec<f32>, len: usize, zero: bool) {
+    if zero {
+        v.clear();
+    }
+    v.resize(len, 0.0);
+}
+
 /// The time index that loop step `s` reads for batch element `b`.
-fn time_of(plan: &Plan, reverse: bool, s: usize, b: usize) -> usize {
+fn time_of(plan: &Plan<'_>, reverse: bool, s: usize, b: usize) -> usize {
     if reverse {
         plan.lengths[b] - 1 - s
     } else {
@@ -411,7 +564,38 @@ fn time_of(plan: &Plan, reverse: bool, s: usize, b: usize) -> usize {
     }
 }
 
-/// One batch chunk's share of a direction's scratch.
+/// Per-row sizes of the pieces of a direction's scratch arena.
+struct Sizes {
+    x: usize,
+    xp: usize,
+    y: usize,
+    state: usize,
+    h_full: usize,
+    c: usize,
+    h_out: usize,
+}
+
+impl Sizes {
+    fn new(w: &DirectionWeights, l: usize, in_size: usize) -> Sizes {
+        let (g, h, k) = (w.w_hh.gates(), w.w_hh.rows(), w.w_hh.cols());
+        let h_out = w.w_hr.as_ref().map_or(h, |p| p.rows());
+        Sizes {
+            x: l * in_size,
+            xp: l * g * h,
+            y: l * h_out,
+            state: k,
+            h_full: if w.w_hr.is_some() { h } else { 0 },
+            c: if g == 4 { h } else { 0 },
+            h_out,
+        }
+    }
+
+    fn per_row(&self) -> usize {
+        self.x + self.xp + self.y + 2 * self.state + self.h_full + self.c + self.h_out
+    }
+}
+
+/// One batch chunk's share of a direction's scratch arena.
 struct Chunk<'s> {
     row0: usize,
     rows: usize,
@@ -425,92 +609,77 @@ struct Chunk<'s> {
     h_n: &'s mut [f32],
 }
 
-/// Cuts `buf` into consecutive pieces of `rows * per_row` for each chunk's row count.
-fn split_rows<'s>(mut buf: &'s mut [f32], counts: &[usize], per_row: usize) -> Vec<&'s mut [f32]> {
-    counts
-        .iter()
-        .map(|&rows| {
-            let (head, tail) = std::mem::take(&mut buf).split_at_mut(rows * per_row);
-            buf = tail;
-            head
-        })
-        .collect()
+impl<'s> Chunk<'s> {
+    /// Carves a chunk of `rows` rows out of its arena region.
+    fn carve(region: &'s mut [f32], row0: usize, rows: usize, sz: &Sizes) -> Chunk<'s> {
+        let (x, rest) = region.split_at_mut(rows * sz.x);
+        let (xp, rest) = rest.split_at_mut(rows * sz.xp);
+        let (y, rest) = rest.split_at_mut(rows * sz.y);
+        let (h_a, rest) = rest.split_at_mut(rows * sz.state);
+        let (h_b, rest) = rest.split_at_mut(rows * sz.state);
+        let (h_full, rest) = rest.split_at_mut(rows * sz.h_full);
+        let (c, rest) = rest.split_at_mut(rows * sz.c);
+        let h_n = &mut rest[..rows * sz.h_out];
+        Chunk {
+            row0,
+            rows,
+            x,
+            xp,
+            y,
+            h_a,
+            h_b,
+            h_full,
+            c,
+            h_n,
+        }
+    }
+
+    /// The read-only view of a finished chunk: `(y, c, h_n)`.
+    fn results(region: &'s [f32], rows: usize, sz: &Sizes) -> (&'s [f32], &'s [f32], &'s [f32]) {
+        let y0 = rows * (sz.x + sz.xp);
+        let c0 = y0 + rows * (sz.y + 2 * sz.state + sz.h_full);
+        let hn0 = c0 + rows * sz.c;
+        (
+            &region[y0..y0 + rows * sz.y],
+            &region[c0..c0 + rows * sz.c],
+            &region[hn0..hn0 + rows * sz.h_out],
+        )
+    }
 }
 
-fn resize(v: &mut Vec<f32>, len: usize) {
-    v.clear();
-    v.resize(len, 0.0);
-}
-
-/// Runs one layer in one direction over the whole batch; leaves the direction's output rows in
-/// `s.y` (chunk-major, loop order), its final states in `s.h_n` and `s.c` (loop row order).
+/// Runs one layer in one direction over the whole batch, chunk by chunk (chunks in parallel);
+/// leaves each chunk's output rows, final `c` and `h_n` in its region of `arena`, in loop order.
 #[allow(clippy::too_many_arguments)]
 fn run_direction(
     kernels: &Kernels,
     w: &DirectionWeights,
-    plan: &Plan,
+    plan: &Plan<'_>,
     reverse: bool,
     x: &[f32],
-    in_size: usize,
-    (h0, c0): (Option<&[f32]>, Option<&[f32]>),
-    s: &mut DirScratch,
+    x_layout: SeqLayout,
+    state0: (Option<&[f32]>, Option<&[f32]>),
+    arena: &mut Vec<f32>,
 ) {
-    let (l, n) = (plan.seq_len, plan.batch);
-    let (g, h, k) = (w.w_hh.gates(), w.w_hh.rows(), w.w_hh.cols());
-    let h_out = w.w_hr.as_ref().map_or(h, |p| p.rows());
-    let gh = g * h;
-    resize(&mut s.x, l * n * in_size);
-    resize(&mut s.xp, l * n * gh);
-    resize(&mut s.y, l * n * h_out);
-    resize(&mut s.h_a, n * k);
-    resize(&mut s.h_b, n * k);
-    resize(&mut s.h_full, if w.w_hr.is_some() { n * h } else { 0 });
-    resize(&mut s.c, if g == 4 { n * h } else { 0 });
-    resize(&mut s.h_n, n * h_out);
-
-    let counts: Vec<usize> = (0..n)
-        .step_by(plan.chunk_rows)
-        .map(|r0| plan.chunk_rows.min(n - r0))
-        .collect();
-    let mut chunks: Vec<Chunk<'_>> = {
-        let xs = split_rows(&mut s.x, &counts, l * in_size);
-        let xps = split_rows(&mut s.xp, &counts, l * gh);
-        let ys = split_rows(&mut s.y, &counts, l * h_out);
-        let has = split_rows(&mut s.h_a, &counts, k);
-        let hbs = split_rows(&mut s.h_b, &counts, k);
-        let hfs = split_rows(&mut s.h_full, &counts, if w.w_hr.is_some() { h } else { 0 });
-        let cs = split_rows(&mut s.c, &counts, if g == 4 { h } else { 0 });
-        let hns = split_rows(&mut s.h_n, &counts, h_out);
-        let mut row0 = 0;
-        xs.into_iter()
-            .zip(xps)
-            .zip(ys)
-            .zip(has.into_iter().zip(hbs))
-            .zip(hfs.into_iter().zip(cs).zip(hns))
-            .zip(&counts)
-            .map(
-                |(((((x, xp), y), (h_a, h_b)), ((h_full, c), h_n)), &rows)| {
-                    let ch = Chunk {
-                        row0,
-                        rows,
-                        x,
-                        xp,
-                        y,
-                        h_a,
-                        h_b,
-                        h_full,
-                        c,
-                        h_n,
-                    };
-                    row0 += rows;
-                    ch
-                },
-            )
-            .collect()
+    let sz = Sizes::new(w, plan.seq_len, x_layout.width);
+    let per_row = sz.per_row();
+    let need = plan.batch * per_row;
+    if arena.len() < need {
+        arena.resize(need, 0.0);
+    }
+    let arena = &mut arena[..need];
+    let run = |ci: usize, region: &mut [f32]| {
+        let rows = region.len() / per_row;
+        let mut ch = Chunk::carve(region, ci * plan.chunk_rows, rows, &sz);
+        run_chunk(kernels, w, plan, reverse, x, x_layout, state0, &mut ch);
     };
-    chunks.par_iter_mut().for_each(|ch| {
-        run_chunk(kernels, w, plan, reverse, x, in_size, (h0, c0), ch);
-    });
+    if plan.chunk_rows >= plan.batch {
+        run(0, arena);
+    } else {
+        arena
+            .par_chunks_mut(plan.chunk_rows * per_row)
+            .enumerate()
+            .for_each(|(ci, region)| run(ci, region));
+    }
 }
 
 /// The recurrent loop of one batch chunk: gather, project, step, in loop order.
@@ -518,27 +687,29 @@ fn run_direction(
 fn run_chunk(
     kernels: &Kernels,
     w: &DirectionWeights,
-    plan: &Plan,
+    plan: &Plan<'_>,
     reverse: bool,
     x: &[f32],
-    in_size: usize,
+    x_layout: SeqLayout,
     (h0, c0): (Option<&[f32]>, Option<&[f32]>),
     ch: &mut Chunk<'_>,
 ) {
-    let (l, n, rows) = (plan.seq_len, plan.batch, ch.rows);
+    let (l, rows) = (plan.seq_len, ch.rows);
     let (g, h, k) = (w.w_hh.gates(), w.w_hh.rows(), w.w_hh.cols());
     let h_out = w.w_hr.as_ref().map_or(h, |p| p.rows());
     let gh = g * h;
+    let in_size = x_layout.width;
     let order = &plan.order[ch.row0..ch.row0 + rows];
+    let lens = |r: usize| plan.lengths[order[r]];
 
     // Gather the chunk's input in loop order: step s, row r reads element order[r] at its own
-    // time index (reversed within its length for the reverse direction).
+    // time index (reversed within its length for the reverse direction). Steps past an
+    // element's length are left as they are: their projections are never read.
     for s in 0..l {
         for (r, &b) in order.iter().enumerate() {
-            let dst = &mut ch.x[(s * rows + r) * in_size..][..in_size];
             if s < plan.lengths[b] {
-                let t = time_of(plan, reverse, s, b);
-                dst.copy_from_slice(&x[(t * n + b) * in_size..][..in_size]);
+                let src = x_layout.at(time_of(plan, reverse, s, b), b);
+                ch.x[(s * rows + r) * in_size..][..in_size].copy_from_slice(&x[src..src + in_size]);
             }
         }
     }
@@ -550,15 +721,20 @@ fn run_chunk(
 
     // Initial state.
     for (r, &b) in order.iter().enumerate() {
-        if let Some(h0) = h0 {
-            ch.h_a[r * k..(r + 1) * k].copy_from_slice(&h0[b * k..(b + 1) * k]);
+        let hr = &mut ch.h_a[r * k..(r + 1) * k];
+        match h0 {
+            Some(h0) => hr.copy_from_slice(&h0[b * k..(b + 1) * k]),
+            None => hr.fill(0.0),
         }
-        if let Some(c0) = c0 {
-            ch.c[r * h..(r + 1) * h].copy_from_slice(&c0[b * h..(b + 1) * h]);
+        if g == 4 {
+            let cr = &mut ch.c[r * h..(r + 1) * h];
+            match c0 {
+                Some(c0) => cr.copy_from_slice(&c0[b * h..(b + 1) * h]),
+                None => cr.fill(0.0),
+            }
         }
     }
 
-    let lens = |r: usize| plan.lengths[order[r]];
     let (mut h_prev, mut h_next) = (&mut *ch.h_a, &mut *ch.h_b);
     let mut active = rows;
     for s in 0..l {
@@ -598,26 +774,37 @@ fn run_chunk(
     }
 }
 
-/// Writes a direction's loop-order rows into the layer output `(L, N, width)` at column `col`.
-fn scatter_direction(
-    plan: &Plan,
+/// Writes a direction's loop-order results back: output rows into `dest` at column `col`,
+/// final states into `h_n` `(N, H_out)` and `c_n` `(N, H)` in batch order.
+#[allow(clippy::too_many_arguments)]
+fn gather_results(
+    plan: &Plan<'_>,
     reverse: bool,
-    s: &DirScratch,
-    h_out: usize,
+    sz: &Sizes,
+    arena: &[f32],
     col: usize,
-    width: usize,
-    out: &mut [f32],
+    dest: &mut [f32],
+    dest_layout: SeqLayout,
+    h_n: &mut [f32],
+    c_n: &mut [f32],
 ) {
-    let (l, n) = (plan.seq_len, plan.batch);
+    let n = plan.batch;
+    let (h_out, hc) = (sz.h_out, sz.c);
+    let per_row = sz.per_row();
     let mut row0 = 0;
     while row0 < n {
         let rows = plan.chunk_rows.min(n - row0);
-        let y = &s.y[row0 * l * h_out..(row0 + rows) * l * h_out];
+        let region = &arena[row0 * per_row..(row0 + rows) * per_row];
+        let (y, c, hn) = Chunk::results(region, rows, sz);
         for (r, &b) in plan.order[row0..row0 + rows].iter().enumerate() {
             for step in 0..plan.lengths[b] {
                 let t = time_of(plan, reverse, step, b);
-                out[(t * n + b) * width + col..][..h_out]
+                dest[dest_layout.at(t, b) + col..][..h_out]
                     .copy_from_slice(&y[(step * rows + r) * h_out..][..h_out]);
+            }
+            h_n[b * h_out..(b + 1) * h_out].copy_from_slice(&hn[r * h_out..(r + 1) * h_out]);
+            if hc > 0 {
+                c_n[b * hc..(b + 1) * hc].copy_from_slice(&c[r * hc..(r + 1) * hc]);
             }
         }
         row0 += rows;

@@ -107,7 +107,9 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                     with_state: state,
                     lengths,
                     seed: seed | 1,
-                    weight_scale: scale,
+                    // Large weights saturate the bounded cells; an RNN_RELU is unbounded, and
+                    // with them its outputs grow past where f32 resolves 1e-4 at all.
+                    weight_scale: if mode == Mode::RnnRelu { 1.0 } else { scale },
                 })
             },
         )
