@@ -11,9 +11,31 @@
 //! The accumulation order of every output element is the same whatever `rows` is, so a batch row's
 //! result does not depend on which other rows share its call (SPEC §4: bit-identical for any batch
 //! split and any thread count).
+//!
+//! # Splitting the hidden units of one step (`*_blocks`)
+//!
+//! Each step kernel has a `*_blocks` variant that computes only the hidden units of a range of
+//! packed blocks, so several threads can share one step (block `j` holds units
+//! `j*BLOCK .. min((j+1)*BLOCK, H)`, see [`PackedMatrix`]). For `blocks = b0..b1`:
+//!
+//! - the units are `u0..u1` with `u0 = b0*BLOCK`, `u1 = min(b1*BLOCK, H)`, `nu = u1 - u0`
+//!   ([`block_units`] computes them);
+//! - `xp` `(rows, G*H)`, `h_prev` `(rows, K)` and GRU's `b_hn` `(H)` are the *whole* arrays, as
+//!   for the whole step (read-only, shared by every thread);
+//! - `c` and `h_out` cover only those units: `(rows, nu)`, row `r` at `[r*nu .. (r+1)*nu]`. With
+//!   `rows == 1` that is exactly `c[u0..u1]` / `h_out[u0..u1]` of the whole state, so the ranges
+//!   of several threads are disjoint `&mut` slices from `split_at_mut`; with `rows > 1` each
+//!   thread keeps its own `(rows, nu)` buffers (its slice of `c` never leaves it) and the caller
+//!   gathers the `h_out` slices into the next step's `h_prev`.
+//!
+//! The results are bit-identical to the whole step's for those units, whatever the split: each
+//! output element is computed by the same instructions (accumulation over `k` in order, then the
+//! element-wise epilogue). The whole-step functions are the `0..w.blocks()` case.
+
+use std::ops::Range;
 
 use crate::isa::Isa;
-use crate::pack::PackedMatrix;
+use crate::pack::{PackedMatrix, BLOCK};
 
 /// The nonlinearity of a plain (Elman) RNN cell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +80,47 @@ pub type RnnStepFn = fn(
 /// LSTM projection: `out = W_hr h` for `rows` rows; `h` is `(rows, H)`, `out` `(rows, P)`.
 pub type ProjectFn = fn(w_hr: &PackedMatrix, h: &[f32], out: &mut [f32], rows: usize);
 
+/// [`LstmStepFn`] for the units of `blocks` only; `c` and `h_out` are `(rows, nu)` (see the
+/// module docs for the contract).
+pub type LstmStepBlocksFn = fn(
+    w_hh: &PackedMatrix,
+    xp: &[f32],
+    h_prev: &[f32],
+    c: &mut [f32],
+    h_out: &mut [f32],
+    rows: usize,
+    blocks: Range<usize>,
+);
+
+/// [`GruStepFn`] for the units of `blocks` only; `h_out` is `(rows, nu)` (see the module docs).
+pub type GruStepBlocksFn = fn(
+    w_hh: &PackedMatrix,
+    b_hn: &[f32],
+    xp: &[f32],
+    h_prev: &[f32],
+    h_out: &mut [f32],
+    rows: usize,
+    blocks: Range<usize>,
+);
+
+/// [`RnnStepFn`] for the units of `blocks` only; `h_out` is `(rows, nu)` (see the module docs).
+pub type RnnStepBlocksFn = fn(
+    w_hh: &PackedMatrix,
+    act: Activation,
+    xp: &[f32],
+    h_prev: &[f32],
+    h_out: &mut [f32],
+    rows: usize,
+    blocks: Range<usize>,
+);
+
+/// [`ProjectFn`] for the outputs of `blocks` only; `out` is `(rows, nu)` (see the module docs).
+pub type ProjectBlocksFn =
+    fn(w_hr: &PackedMatrix, h: &[f32], out: &mut [f32], rows: usize, blocks: Range<usize>);
+
+/// An activation over a slice: `y[i] = f(x[i])`. Panics if the lengths differ.
+pub type MapFn = fn(x: &[f32], y: &mut [f32]);
+
 /// The kernels of one tier.
 #[derive(Debug)]
 pub struct Kernels {
@@ -71,23 +134,41 @@ pub struct Kernels {
     pub rnn_step: RnnStepFn,
     /// See [`ProjectFn`].
     pub project: ProjectFn,
+    /// See [`LstmStepBlocksFn`].
+    pub lstm_step_blocks: LstmStepBlocksFn,
+    /// See [`GruStepBlocksFn`].
+    pub gru_step_blocks: GruStepBlocksFn,
+    /// See [`RnnStepBlocksFn`].
+    pub rnn_step_blocks: RnnStepBlocksFn,
+    /// See [`ProjectBlocksFn`].
+    pub project_blocks: ProjectBlocksFn,
+    /// The tier's fast logistic sigmoid (the one the step kernels use; bound in its docs).
+    pub sigmoid: MapFn,
+    /// The tier's fast `tanh` (the one the step kernels use; bound in its docs).
+    pub tanh: MapFn,
 }
 
-static PORTABLE: Kernels = Kernels {
-    isa: Isa::Portable,
-    lstm_step: crate::portable::lstm_step,
-    gru_step: crate::portable::gru_step,
-    rnn_step: crate::portable::rnn_step,
-    project: crate::portable::project,
-};
-
 /// The kernels of `isa`, if this build has them (whether the CPU runs them is
-/// [`Isa::cpu_supports`]; [`Isa::is_available`] checks both).
+/// [`Isa::cpu_supports`]; [`Isa::is_available`] checks both). The x86 tiers exist in every
+/// x86-64 build; their functions panic rather than run on a CPU without the tier (see
+/// `tiers.rs`), so holding a table is always safe.
 pub fn kernels_for(isa: Isa) -> Option<&'static Kernels> {
     match isa {
-        Isa::Portable => Some(&PORTABLE),
-        Isa::Avx2 | Isa::Avx512 => None,
+        Isa::Portable => Some(&crate::tiers::portable::KERNELS),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(&crate::tiers::avx2::KERNELS),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Some(&crate::tiers::avx512::KERNELS),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => None,
     }
+}
+
+/// The AVX-512 tier's kernel bodies and tiles run on a scalar 16-lane emulation: for testing the
+/// 16-lane code paths on hosts without AVX-512. Slow; never selected.
+#[doc(hidden)]
+pub fn emulated_avx512_kernels() -> &'static Kernels {
+    &crate::tiers::emulated_avx512::KERNELS
 }
 
 /// The kernels of the selected tier ([`Isa::selected`]), or the error that `RECUR_ISA` caused.
@@ -96,23 +177,54 @@ pub fn kernels() -> Result<&'static Kernels, crate::isa::IsaError> {
     Ok(kernels_for(isa).expect("a selected tier is available"))
 }
 
-/// Checks the slice lengths every step kernel relies on.
+/// The hidden units `u0..u1` of the blocks `blocks` of `w` (see the module docs).
+pub fn block_units(w: &PackedMatrix, blocks: Range<usize>) -> Range<usize> {
+    (blocks.start * BLOCK).min(w.rows())..(blocks.end * BLOCK).min(w.rows())
+}
+
+/// Checks the gate count, the block range and the slice lengths a step kernel relies on, and
+/// returns the units of `blocks`. `xp` is `None` for the projection.
 ///
 /// # Panics
-/// If a slice is shorter than its documented shape: a bug in the caller, never user input.
-pub(crate) fn check_step(w: &PackedMatrix, xp: usize, h_prev: usize, outs: &[usize], rows: usize) {
-    let gh = w.gates() * w.rows();
-    assert!(xp >= rows * gh, "step kernel: xp holds {xp} < {rows}x{gh}");
+/// If something is off: a bug in the caller, never user input.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn check_step_blocks(
+    kernel: &str,
+    w: &PackedMatrix,
+    gates: usize,
+    xp: Option<usize>,
+    h_prev: usize,
+    outs: &[usize],
+    rows: usize,
+    blocks: &Range<usize>,
+) -> Range<usize> {
+    assert_eq!(
+        w.gates(),
+        gates,
+        "{kernel}: needs {gates} gates, W has {}",
+        w.gates()
+    );
+    assert!(
+        blocks.start <= blocks.end && blocks.end <= w.blocks(),
+        "{kernel}: blocks {blocks:?} outside 0..{}",
+        w.blocks()
+    );
+    let units = block_units(w, blocks.clone());
+    if let Some(xp) = xp {
+        let gh = gates * w.rows();
+        assert!(xp >= rows * gh, "{kernel}: xp holds {xp} < {rows}x{gh}");
+    }
     assert!(
         h_prev >= rows * w.cols(),
-        "step kernel: h_prev holds {h_prev} < {rows}x{}",
+        "{kernel}: input holds {h_prev} < {rows}x{}",
         w.cols()
     );
     for &o in outs {
         assert!(
-            o >= rows * w.rows(),
-            "step kernel: output holds {o} < {rows}x{}",
-            w.rows()
+            o >= rows * units.len(),
+            "{kernel}: output holds {o} < {rows}x{}",
+            units.len()
         );
     }
+    units
 }

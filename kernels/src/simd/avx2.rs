@@ -1,0 +1,136 @@
+//! The AVX2 + FMA tier (x86-64-v3) on `__m256`.
+
+use super::Simd;
+use core::arch::x86_64::*;
+
+/// Token of the AVX2 + FMA tier: exists only if the CPU has both.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx2(());
+
+impl Avx2 {
+    /// The token, if this CPU has AVX2 and FMA (the features `tiers` enables for this tier).
+    #[inline(always)]
+    pub(crate) fn new() -> Option<Avx2> {
+        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(Avx2(()))
+    }
+}
+
+// SAFETY (for every `unsafe` block below): a value of `Avx2` exists only after `Avx2::new`
+// checked that the CPU has AVX2 and FMA, which are all the instructions these intrinsics need.
+// Loads and stores check the slice length (8) first. `LANES = 8` divides `BLOCK`.
+unsafe impl Simd for Avx2 {
+    type V = __m256;
+    type M = __m256;
+    const LANES: usize = 8;
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    fn load(self, x: &[f32]) -> __m256 {
+        let x = &x[..8];
+        // SAFETY: `x` holds 8 floats (sliced above); unaligned load; AVX per the impl comment.
+        unsafe { _mm256_loadu_ps(x.as_ptr()) }
+    }
+    #[inline(always)]
+    fn store(self, v: __m256, out: &mut [f32]) {
+        let out = &mut out[..8];
+        // SAFETY: `out` holds 8 floats (sliced above); unaligned store; AVX per the impl comment.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sub(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_div_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: see the impl comment (FMA).
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn min(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_min_ps(a, b) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn abs(self, a: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
+    }
+    #[inline(always)]
+    fn or_sign(self, magnitude: __m256, sign: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_or_ps(magnitude, _mm256_and_ps(sign, _mm256_set1_ps(-0.0))) }
+    }
+    #[inline(always)]
+    fn lt(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn le(self, a: __m256, b: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_cmp_ps::<_CMP_LE_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn is_nan(self, a: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a) }
+    }
+    #[inline(always)]
+    fn select(self, m: __m256, t: __m256, f: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_blendv_ps(f, t, m) }
+    }
+    #[inline(always)]
+    fn round(self, a: __m256) -> __m256 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
+    }
+    #[inline(always)]
+    fn scale_pow2(self, x: __m256, n: __m256) -> __m256 {
+        // Two factors 2^n1 * 2^n2 with n1 = n >> 1, n2 = n - n1, both in [-75, 64]: each is a
+        // normal f32, the first product is exact and the second rounds once (into the denormals,
+        // to zero, or to inf as the true result does).
+        // SAFETY: see the impl comment (AVX2 integer ops).
+        unsafe {
+            let n = _mm256_cvtps_epi32(n);
+            let n1 = _mm256_srai_epi32::<1>(n);
+            let n2 = _mm256_sub_epi32(n, n1);
+            let bias = _mm256_set1_epi32(127);
+            let p1 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n1, bias)));
+            let p2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n2, bias)));
+            _mm256_mul_ps(_mm256_mul_ps(x, p1), p2)
+        }
+    }
+    #[inline(always)]
+    fn prefetch(self, x: &[f32]) {
+        if let Some(first) = x.first() {
+            // SAFETY: a prefetch is a hint that never faults; the pointer is in bounds anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>((first as *const f32).cast()) }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The AVX-512 tier (x86-64-v4: F, BW, DQ, VL) on `__m512`.
+
+use super::Simd;
+use core::arch::x86_64::*;
+
+/// Token of the AVX-512 tier: exists only if the CPU has AVX-512 F/BW/DQ/VL and FMA.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Avx512(());
+
+impl Avx512 {
+    /// The token, if this CPU has every feature `tiers` enables for this tier.
+    #[inline(always)]
+    pub(crate) fn new() -> Option<Avx512> {
+        (is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512dq")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("fma"))
+        .then_some(Avx512(()))
+    }
+}
+
+// SAFETY (for every `unsafe` block below): a value of `Avx512` exists only after `Avx512::new`
+// checked that the CPU has AVX-512 F/BW/DQ/VL and FMA; these intrinsics need AVX-512F (and SSE
+// for the prefetch). Loads and stores check the slice length (16) first. `LANES = 16 = BLOCK`.
+unsafe impl Simd for Avx512 {
+    type V = __m512;
+    type M = __mmask16;
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    fn splat(self, x: f32) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    fn load(self, x: &[f32]) -> __m512 {
+        let x = &x[..16];
+        // SAFETY: `x` holds 16 floats (sliced above); unaligned load; AVX-512F.
+        unsafe { _mm512_loadu_ps(x.as_ptr()) }
+    }
+    #[inline(always)]
+    fn store(self, v: __m512, out: &mut [f32]) {
+        let out = &mut out[..16];
+        // SAFETY: `out` holds 16 floats (sliced above); unaligned store; AVX-512F.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v) }
+    }
+    #[inline(always)]
+    fn add(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    fn sub(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    fn div(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_div_ps(a, b) }
+    }
+    #[inline(always)]
+    fn mul_add(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    fn min(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_min_ps(a, b) }
+    }
+    #[inline(always)]
+    fn max(self, a: __m512, b: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_max_ps(a, b) }
+    }
+    #[inline(always)]
+    fn abs(self, a: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_abs_ps(a) }
+    }
+    #[inline(always)]
+    fn or_sign(self, magnitude: __m512, sign: __m512) -> __m512 {
+        // SAFETY: see the impl comment (integer and/or are AVX-512F).
+        unsafe {
+            let sign_bit = _mm512_and_si512(_mm512_castps_si512(sign), _mm512_set1_epi32(i32::MIN));
+            _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(magnitude), sign_bit))
+        }
+    }
+    #[inline(always)]
+    fn lt(self, a: __m512, b: __m512) -> __mmask16 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn le(self, a: __m512, b: __m512) -> __mmask16 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_cmp_ps_mask::<_CMP_LE_OQ>(a, b) }
+    }
+    #[inline(always)]
+    fn is_nan(self, a: __m512) -> __mmask16 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a) }
+    }
+    #[inline(always)]
+    fn select(self, m: __mmask16, t: __m512, f: __m512) -> __m512 {
+        // SAFETY: see the impl comment. `mask_blend` takes `t` where the mask bit is set.
+        unsafe { _mm512_mask_blend_ps(m, f, t) }
+    }
+    #[inline(always)]
+    fn round(self, a: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
+    }
+    #[inline(always)]
+    fn scale_pow2(self, x: __m512, n: __m512) -> __m512 {
+        // `vscalefps` computes x * 2^floor(n) with one rounding, denormals and overflow included.
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_scalef_ps(x, n) }
+    }
+    #[inline(always)]
+    fn prefetch(self, x: &[f32]) {
+        if let Some(first) = x.first() {
+            // SAFETY: a prefetch is a hint that never faults; the pointer is in bounds anyway.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>((first as *const f32).cast()) }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! A small SIMD abstraction: one trait, one implementation per instruction set.
+//!
+//! Every kernel body (the activations in [`crate::vecmath`], the fused steps in [`crate::fused`])
+//! is written once, generic over [`Simd`], and marked `#[inline(always)]`. [`crate::tiers`]
+//! instantiates each body inside a small `#[target_feature]` function per tier, so the whole body,
+//! the trait methods and the intrinsics they call are compiled for that tier's instructions.
+//!
+//! # Soundness
+//!
+//! An implementing type is a zero-sized *token*: a value of it proves that the running CPU has the
+//! instructions its methods use. Tokens are created only by their `new()` constructor, which checks
+//! the CPU (`is_x86_feature_detected!`, cached by `std`); their field is private, so no other code
+//! can make one. The methods are therefore safe to call: the `unsafe` blocks inside them rely on
+//! the token's existence, and nothing else. Loads and stores take slices and check their length.
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+pub(crate) mod emulated;
+pub(crate) mod portable;
+
+/// The largest vector width of any tier, in `f32` lanes (AVX-512).
+pub(crate) const MAX_LANES: usize = 16;
+
+/// One instruction set's `f32` vector operations.
+///
+/// # Safety
+///
+/// Implementors must make a value of `Self` constructible only after checking that the running
+/// CPU supports every instruction the methods use (see the module docs), and `LANES` must be at
+/// most [`MAX_LANES`] and divide [`crate::BLOCK`].
+pub(crate) unsafe trait Simd: Copy + 'static {
+    /// A vector of [`Self::LANES`] `f32`.
+    type V: Copy;
+    /// A lane mask, as produced by comparisons.
+    type M: Copy;
+    /// `f32` lanes per vector.
+    const LANES: usize;
+
+    /// Every lane `x`.
+    fn splat(self, x: f32) -> Self::V;
+    /// The first `LANES` elements of `x`. Panics if `x` is shorter.
+    fn load(self, x: &[f32]) -> Self::V;
+    /// Writes the lanes of `v` to the first `LANES` elements of `out`. Panics if `out` is shorter.
+    fn store(self, v: Self::V, out: &mut [f32]);
+
+    /// `a + b`.
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a - b`.
+    fn sub(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b`.
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a / b`, correctly rounded.
+    fn div(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b + c`: fused (one rounding) on tiers with FMA, two roundings on the portable tier
+    /// of a build without FMA. Either way the same instructions for every lane and every call,
+    /// which is what keeps results independent of the batch split.
+    fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Lane-wise minimum; which operand a NaN lane yields is unspecified.
+    fn min(self, a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise maximum; which operand a NaN lane yields is unspecified.
+    fn max(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `|a|` (clears the sign bit).
+    fn abs(self, a: Self::V) -> Self::V;
+    /// `magnitude` with the sign bit of `sign` OR-ed in (`magnitude` must have a clear sign bit):
+    /// `copysign` for non-negative magnitudes.
+    fn or_sign(self, magnitude: Self::V, sign: Self::V) -> Self::V;
+
+    /// `a < b` (false where either is NaN).
+    fn lt(self, a: Self::V, b: Self::V) -> Self::M;
+    /// `a <= b` (false where either is NaN).
+    fn le(self, a: Self::V, b: Self::V) -> Self::M;
+    /// Lanes holding NaN.
+    fn is_nan(self, a: Self::V) -> Self::M;
+    /// `m ? t : f` per lane.
+    fn select(self, m: Self::M, t: Self::V, f: Self::V) -> Self::V;
+
+    /// Rounds to the nearest integer, ties to even (for `|a| < 2^22`).
+    fn round(self, a: Self::V) -> Self::V;
+    /// `x * 2^n` rounded once, for `n` integral in `[-150, 128]` and `x` in `[0.5, 2]`: results
+    /// below `f32::MIN_POSITIVE` are correctly rounded denormals (or zero), above `f32::MAX` inf.
+    fn scale_pow2(self, x: Self::V, n: Self::V) -> Self::V;
+
+    /// A hint to bring the cache line holding `x[0]` closer; `x` may be empty (no effect).
+    fn prefetch(self, x: &[f32]);
+
+    /// All lanes `0.0`.
+    #[inline(always)]
+    fn zero(self) -> Self::V {
+        self.splat(0.0)
+    }
+
+    /// The elements of `x` (at most `LANES`), the remaining lanes `0.0`.
+    #[inline(always)]
+    fn load_partial(self, x: &[f32]) -> Self::V {
+        if x.len() >= Self::LANES {
+            self.load(x)
+        } else {
+            let mut buf = [0.0f32; MAX_LANES];
+            buf[..x.len()].copy_from_slice(x);
+            self.load(&buf)
+        }
+    }
+
+    /// Writes the first `out.len()` lanes of `v` (at most `LANES`) to `out`.
+    #[inline(always)]
+    fn store_partial(self, v: Self::V, out: &mut [f32]) {
+        if out.len() >= Self::LANES {
+            self.store(v, out)
+        } else {
+            let mut buf = [0.0f32; MAX_LANES];
+            self.store(v, &mut buf);
+            let n = out.len();
+            out.copy_from_slice(&buf[..n]);
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Each tier's kernel table: the generic bodies of [`crate::fused`] and [`crate::vecmath`]
+//! instantiated for one [`Simd`](crate::simd::Simd) token inside `#[target_feature]` functions.
+//!
+//! # Soundness
+//!
+//! The table entries are safe `fn`s. Each one first obtains its tier's token (`Avx2::new()`,
+//! `Avx512::new()`: a cached CPU-feature check, a few nanoseconds) and panics if the CPU lacks the
+//! tier; only with the token in hand does it call the `#[target_feature]` instantiation, which is
+//! the only `unsafe` call here (its sole requirement, that the CPU has the enabled features, is
+//! what the token proves). So a table obtained by any route (`kernels_for(Isa::Avx512)` on a CPU
+//! without AVX-512 included) can never execute instructions the CPU lacks: it panics instead.
+//! Everything else (slice lengths, block ranges) is checked by safe code in the bodies.
+//!
+//! Tiles (`R` rows per pass over the weights, `NV` unit vectors per pass, see [`crate::fused`])
+//! are chosen per tier and kernel so that the `G * R * NV` accumulators, the weight vector and
+//! the `R` broadcast `h` values fit in the tier's registers (16 on AVX2, 32 on AVX-512).
+
+use std::ops::Range;
+
+use crate::fused;
+use crate::isa::Isa;
+use crate::pack::PackedMatrix;
+use crate::step::{Activation, Kernels};
+use crate::vecmath::{sigmoid::sigmoid, tanh::tanh};
+
+/// Generates one tier's module: `#[target_feature]` instantiations, their safe wrappers, and
+/// the `KERNELS` table. Tiles are `(R, NV for R rows, NV for one row)` per kernel.
+macro_rules! tier {
+    (
+        $(#[$doc:meta])*
+        mod $m:ident;
+        isa: $isa:expr;
+        token: $tok:ty = $new:expr;
+        features: [$(#[$tf:meta])*];
+        lstm: ($lr:literal, $lnvr:literal, $lnv1:literal);
+        gru: ($gr:literal, $gnvr:literal, $gnv1:literal);
+        rnn: ($rr:literal, $rnvr:literal, $rnv1:literal);
+        project: ($pr:literal, $pnvr:literal, $pnv1:literal);
+    ) => {
+        $(#[$doc])*
+        pub(crate) mod $m {
+            #![allow(unused_unsafe, clippy::too_many_arguments)]
+            use super::*;
+
+            /// The tier's token, or a panic naming the missing tier.
+            #[inline(always)]
+            fn token() -> $tok {
+                match $new {
+                    Some(t) => t,
+                    None => panic!(
+                        "the {} kernels were called on a CPU without the {} instructions",
+                        $isa.name(),
+                        $isa.name()
+                    ),
+                }
+            }
+
+            $(#[$tf])*
+            fn lstm_tf(
+                s: $tok,
+                w: &PackedMatrix,
+                xp: &[f32],
+                h_prev: &[f32],
+                c: &mut [f32],
+                h_out: &mut [f32],
+                rows: usize,
+                blocks: Range<usize>,
+            ) {
+                fused::lstm_step_blocks::<$tok, $lr, $lnvr, $lnv1>(
+                    s, w, xp, h_prev, c, h_out, rows, blocks,
+                )
+            }
+
+            $(#[$tf])*
+            fn gru_tf(
+                s: $tok,
+                w: &PackedMatrix,
+                b_hn: &[f32],
+                xp: &[f32],
+                h_prev: &[f32],
+                h_out: &mut [f32],
+                rows: usize,
+                blocks: Range<usize>,
+            ) {
+                fused::gru_step_blocks::<$tok, $gr, $gnvr, $gnv1>(
+                    s, w, b_hn, xp, h_prev, h_out, rows, blocks,
+                )
+            }
+
+            $(#[$tf])*
+            fn rnn_tf(
+                s: $tok,
+                w: &PackedMatrix,
+                act: Activation,
+                xp: &[f32],
+                h_prev: &[f32],
+                h_out: &mut [f32],
+                rows: usize,
+                blocks: Range<usize>,
+            ) {
+                fused::rnn_step_blocks::<$tok, $rr, $rnvr, $rnv1>(
+                    s, w, act, xp, h_prev, h_out, rows, blocks,
+                )
+            }
+
+            $(#[$tf])*
+            fn project_tf(
+                s: $tok,
+                w: &PackedMatrix,
+                x: &[f32],
+                out: &mut [f32],
+                rows: usize,
+                blocks: Range<usize>,
+            ) {
+                fused::project_blocks::<$tok, $pr, $pnvr, $pnv1>(s, w, x, out, rows, blocks)
+            }
+
+            $(#[$tf])*
+            fn sigmoid_tf(s: $tok, x: &[f32], y: &mut [f32]) {
+                fused::map(s, x, y, sigmoid)
+            }
+
+            $(#[$tf])*
+            fn tanh_tf(s: $tok, x: &[f32], y: &mut [f32]) {
+                fused::map(s, x, y, tanh)
+            }
+
+            fn lstm_step_blocks(
+                w: &PackedMatrix,
+                xp: &[f32],
+                h_prev: &[f32],
+                c: &mut [f32],
+                h_out: &mut [f32],
+                rows: usize,
+                blocks: Range<usize>,
+            ) {
+                let s = token();
+                // SAFETY: `s` exists, so the CPU has the features `lstm_tf` enables.
+                unsafe { lstm_tf(s, w, xp, h_prev, c, h_out, rows, blocks) }
+            }
+
+            fn gru_step_blocks(
+                w: &PackedMatrix,
+                b_hn: &[f32],
+                xp: &[f32],
+                h_prev: &[f32],
+                h_out: &mut [f32],
+                rows: usize,
+                blocks: Range<usize>,
+            ) {
+                let s = token();
+                // SAFETY: `s` exists, so the CPU has the features `gru_tf` enables.
+                unsafe { gru_tf(s, w, b_hn, xp, h_prev, h_out, rows, blocks) }
+            }
+
+            fn rnn_step_blocks(
+                w: &PackedMatrix,
+                act: Activation,
+                xp: &[f32],
+                h_prev: &[f32],
+                h_out: &mut [f32],
+                rows: usize,
+                blocks: Range<usize>,
+            ) {
+                let s = token();
+                // SAFETY: `s` exists, so the CPU has the features `rnn_tf` enables.
+                unsafe { rnn_tf(s, w, act, xp, h_prev, h_out, rows, blocks) }
+            }
+
+            fn project_blocks(
+                w: &PackedMatrix,
+                x: &[f32],
+                out: &mut [f32],
+                rows: usize,
+                blocks: Range<usize>,
+            ) {
+                let s = token();
+                // SAFETY: `s` exists, so the CPU has the features `project_tf` enables.
+                unsafe { project_tf(s, w, x, out, rows, blocks) }
+            }
+
+            fn lstm_step(
+                w: &PackedMatrix,
+                xp: &[f32],
+                h_prev: &[f32],
+                c: &mut [f32],
+                h_out: &mut [f32],
+                rows: usize,
+            ) {
+                lstm_step_blocks(w, xp, h_prev, c, h_out, rows, 0..w.blocks())
+            }
+
+            fn gru_step(
+                w: &PackedMatrix,
+                b_hn: &[f32],
+                xp: &[f32],
+                h_prev: &[f32],
+                h_out: &mut [f32],
+                rows: usize,
+            ) {
+                gru_step_blocks(w, b_hn, xp, h_prev, h_out, rows, 0..w.blocks())
+            }
+
+            fn rnn_step(
+                w: &PackedMatrix,
+                act: Activation,
+                xp: &[f32],
+                h_prev: &[f32],
+                h_out: &mut [f32],
+                rows: usize,
+            ) {
+                rnn_step_blocks(w, act, xp, h_prev, h_out, rows, 0..w.blocks())
+            }
+
+            fn project(w: &PackedMatrix, x: &[f32], out: &mut [f32], rows: usize) {
+                project_blocks(w, x, out, rows, 0..w.blocks())
+            }
+
+            fn sigmoid_slice(x: &[f32], y: &mut [f32]) {
+                let s = token();
+                // SAFETY: `s` exists, so the CPU has the features `sigmoid_tf` enables.
+                unsafe { sigmoid_tf(s, x, y) }
+            }
+
+            fn tanh_slice(x: &[f32], y: &mut [f32]) {
+                let s = token();
+                // SAFETY: `s` exists, so the CPU has the features `tanh_tf` enables.
+                unsafe { tanh_tf(s, x, y) }
+            }
+
+            pub(crate) static KERNELS: Kernels = Kernels {
+                isa: $isa,
+                lstm_step,
+                gru_step,
+                rnn_step,
+                project,
+                lstm_step_blocks,
+                gru_step_blocks,
+                rnn_step_blocks,
+                project_blocks,
+                sigmoid: sigmoid_slice,
+                tanh: tanh_slice,
+            };
+        }
+    };
+}
+
+tier! {
+    /// The portable tier (`wide::f32x8`; on SSE2 each vector takes two registers, so the tiles
+    /// stay small).
+    mod portable;
+    isa: Isa::Portable;
+    token: crate::simd::portable::Portable = Some(crate::simd::portable::Portable::new());
+    features: [];
+    lstm: (2, 1, 1);
+    gru: (2, 1, 1);
+    rnn: (4, 1, 1);
+    project: (4, 1, 1);
+}
+
+#[cfg(target_arch = "x86_64")]
+tier! {
+    /// The AVX2 + FMA tier: 8 lanes, 16 registers. One row covers a whole block per pass (up to
+    /// 8 accumulators); row tiles split the block in two passes of one vector per gate.
+    mod avx2;
+    isa: Isa::Avx2;
+    token: crate::simd::avx2::Avx2 = crate::simd::avx2::Avx2::new();
+    features: [#[target_feature(enable = "avx2,fma")]];
+    lstm: (3, 1, 2);
+    gru: (2, 2, 2);
+    rnn: (4, 2, 2);
+    project: (4, 2, 2);
+}
+
+#[cfg(target_arch = "x86_64")]
+tier! {
+    /// The AVX-512 tier: 16 lanes (one vector per gate per block), 32 registers.
+    mod avx512;
+    isa: Isa::Avx512;
+    token: crate::simd::avx512::Avx512 = crate::simd::avx512::Avx512::new();
+    features: [#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,fma")]];
+    lstm: (4, 1, 1);
+    gru: (6, 1, 1);
+    rnn: (8, 1, 1);
+    project: (8, 1, 1);
+}
+
+tier! {
+    /// The AVX-512 tier's bodies and tiles on a scalar 16-lane emulation, so hosts without
+    /// AVX-512 still test the 16-lane code paths (everything but the intrinsics themselves).
+    mod emulated_avx512;
+    isa: Isa::Avx512;
+    token: crate::simd::emulated::Emulated16 = Some(crate::simd::emulated::Emulated16::new());
+    features: [];
+    lstm: (4, 1, 1);
+    gru: (6, 1, 1);
+    rnn: (8, 1, 1);
+    project: (8, 1, 1);
+}
