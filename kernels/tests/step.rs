@@ -1,0 +1,500 @@
+//! Every tier's step kernels against their scalar `reference_*` twins, on random shapes that
+//! straddle the block (16) and row-tile edges, and the bit-identity properties of SPEC §4.
+//!
+//! # Tolerance
+//!
+//! The kernels and the references compute in f32 but differ in rounding: the kernels accumulate
+//! `W h` with FMA (one rounding per term) in the packed order and use the fast activations; the
+//! references multiply and add separately and call libm. Neither is exact, so each output is
+//! compared with an error bound derived per element from both sides' error analysis, not a
+//! fixed epsilon:
+//!
+//! - pre-activation `xp + Σ_k w_k h_k`: each side is within `γ(K+2) (|xp| + Σ|w_k h_k|)` of the
+//!   exact sum (`γ(n) = n u / (1 - n u)`, `u = 2^-24`; recursive summation of rounded products);
+//! - activations: a fast one is within 2 ULP (`tests/activation.rs`), a reference within 4 ULP
+//!   except below `f32::MIN_POSITIVE`; their derivatives are at most 1/4 (σ) and 1 (tanh);
+//! - every further `+`, `*` rounds once on each side (1 ULP of the result each).
+//!
+//! The bound propagates through the cell formulas with those rules (first order plus the
+//! cross terms). With weights of moderate size it comes to a few 1e-7 absolute, so the test
+//! is far tighter than SPEC §4's 1e-4; with large weights it grows with `Σ|w h|`, as the true
+//! disagreement of two correct f32 evaluations does.
+
+mod common;
+
+use proptest::prelude::*;
+use recur_kernels::reference::{
+    reference_gru_step, reference_lstm_step, reference_matvec, reference_rnn_step,
+};
+use recur_kernels::step::block_units;
+use recur_kernels::{Activation, Kernels, PackedMatrix};
+
+const U: f64 = 1.0 / 16_777_216.0;
+
+fn gamma(n: usize) -> f64 {
+    n as f64 * U / (1.0 - n as f64 * U)
+}
+
+fn ulp(x: f64) -> f64 {
+    let a = x.abs().max(f64::from(f32::MIN_POSITIVE));
+    let exponent = ((a.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+    2f64.powi(exponent - 23)
+}
+
+/// A value (from the reference) with the bound of |kernel - reference| on it.
+#[derive(Clone, Copy, Debug)]
+struct E {
+    v: f64,
+    e: f64,
+}
+
+impl E {
+    fn exact(v: f32) -> E {
+        E {
+            v: f64::from(v),
+            e: 0.0,
+        }
+    }
+    fn mag(self) -> f64 {
+        self.v.abs() + self.e
+    }
+    fn add(self, o: E) -> E {
+        let v = self.v + o.v;
+        E {
+            v,
+            e: self.e + o.e + 2.0 * ulp(v),
+        }
+    }
+    fn mul(self, o: E) -> E {
+        let v = self.v * o.v;
+        E {
+            v,
+            e: self.mag() * o.e + o.mag() * self.e + 2.0 * ulp(v),
+        }
+    }
+    fn sigmoid(self) -> E {
+        let v = 1.0 / (1.0 + (-self.v).exp());
+        E {
+            v,
+            e: self.e / 4.0 + 6.0 * ulp(v) + f64::from(f32::MIN_POSITIVE),
+        }
+    }
+    fn tanh(self) -> E {
+        let v = self.v.tanh();
+        E {
+            v,
+            e: self.e + 6.0 * ulp(v) + f64::from(f32::MIN_POSITIVE),
+        }
+    }
+    fn relu(self) -> E {
+        E {
+            v: self.v.max(0.0),
+            e: self.e,
+        }
+    }
+}
+
+/// Pre-activations `xp + W h` of every gate row with their bounds: `w` is `(m, k)`.
+fn pre(w: &[f32], m: usize, k: usize, h: &[f32], xp: &[f32]) -> Vec<E> {
+    (0..m)
+        .map(|i| {
+            let terms: f64 = (0..k)
+                .map(|j| f64::from(w[i * k + j]).abs() * f64::from(h[j]).abs())
+                .sum();
+            let sum: f64 = (0..k)
+                .map(|j| f64::from(w[i * k + j]) * f64::from(h[j]))
+                .sum();
+            let x = xp.get(i).copied().unwrap_or(0.0);
+            let v = f64::from(x) + sum;
+            E {
+                v,
+                e: 2.0 * gamma(k + 2) * (terms + f64::from(x).abs()) * 1.01,
+            }
+        })
+        .collect()
+}
+
+/// splitmix64: reproducible random numbers from the proptest seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `[-scale, scale)`.
+    fn f(&mut self, scale: f32) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+    }
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f(scale)).collect()
+    }
+}
+
+/// A random problem: sizes, weights (PyTorch layout and packed), inputs.
+#[derive(Debug, Clone)]
+struct Case {
+    h: usize,
+    k: usize,
+    rows: usize,
+    w_scale: f32,
+    x_scale: f32,
+    seed: u64,
+}
+
+/// Hidden sizes around the block edges, and others.
+fn hidden() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        prop::sample::select(vec![
+            1usize, 8, 15, 16, 17, 24, 31, 32, 33, 47, 48, 49, 64, 65
+        ]),
+        1usize..=70,
+    ]
+}
+
+/// Weight and input magnitudes: typical, and large enough to saturate every gate.
+fn scale() -> impl Strategy<Value = f32> {
+    prop::sample::select(vec![0.1f32, 0.5, 1.0, 4.0, 30.0])
+}
+
+fn case(square: bool) -> impl Strategy<Value = Case> {
+    (
+        hidden(),
+        1usize..=70,
+        1usize..=9,
+        scale(),
+        scale(),
+        any::<u64>(),
+    )
+        .prop_map(move |(h, k, rows, w_scale, x_scale, seed)| Case {
+            h,
+            k: if square { h } else { k },
+            rows,
+            w_scale,
+            x_scale,
+            seed,
+        })
+}
+
+fn assert_close(tier: &str, what: &str, c: &Case, got: &[f32], want: &[E], reference: &[f32]) {
+    for (i, ((&g, w), &r)) in got.iter().zip(want).zip(reference).enumerate() {
+        let diff = (f64::from(g) - f64::from(r)).abs();
+        assert!(
+            diff <= w.e,
+            "[{tier}] {what}[{i}] = {g:e}, reference {r:e}: |diff| {diff:e} > bound {:e} ({c:?})",
+            w.e
+        );
+    }
+}
+
+fn lstm_check(tier: &str, k: &Kernels, c: &Case) {
+    let (h, kk, rows) = (c.h, c.k, c.rows);
+    let mut rng = Rng(c.seed);
+    let w = rng.vec(4 * h * kk, c.w_scale / (kk as f32).sqrt().max(1.0) * 2.0);
+    let xp = rng.vec(rows * 4 * h, c.x_scale);
+    let h_prev = rng.vec(rows * kk, c.x_scale);
+    let c0 = rng.vec(rows * h, c.x_scale);
+    let packed = PackedMatrix::pack(&w, 4, h, kk);
+
+    let (mut c_ref, mut h_ref) = (c0.clone(), vec![0.0; rows * h]);
+    reference_lstm_step(&w, h, kk, &xp, &h_prev, &mut c_ref, &mut h_ref, rows);
+    let (mut c_got, mut h_got) = (c0.clone(), vec![0.0; rows * h]);
+    (k.lstm_step)(&packed, &xp, &h_prev, &mut c_got, &mut h_got, rows);
+
+    let (mut c_want, mut h_want) = (Vec::new(), Vec::new());
+    for r in 0..rows {
+        let p = pre(
+            &w,
+            4 * h,
+            kk,
+            &h_prev[r * kk..(r + 1) * kk],
+            &xp[r * 4 * h..(r + 1) * 4 * h],
+        );
+        for u in 0..h {
+            let (i, f, g, o) = (
+                p[u].sigmoid(),
+                p[h + u].sigmoid(),
+                p[2 * h + u].tanh(),
+                p[3 * h + u].sigmoid(),
+            );
+            let cn = f.mul(E::exact(c0[r * h + u])).add(i.mul(g));
+            c_want.push(cn);
+            h_want.push(o.mul(cn.tanh()));
+        }
+    }
+    assert_close(tier, "lstm c", c, &c_got, &c_want, &c_ref);
+    assert_close(tier, "lstm h", c, &h_got, &h_want, &h_ref);
+}
+
+fn gru_check(tier: &str, k: &Kernels, c: &Case) {
+    let (h, rows) = (c.h, c.rows);
+    let mut rng = Rng(c.seed);
+    let w = rng.vec(3 * h * h, c.w_scale / (h as f32).sqrt().max(1.0) * 2.0);
+    let b_hn = rng.vec(h, c.x_scale);
+    let xp = rng.vec(rows * 3 * h, c.x_scale);
+    let h_prev = rng.vec(rows * h, c.x_scale);
+    let packed = PackedMatrix::pack(&w, 3, h, h);
+
+    let mut h_ref = vec![0.0; rows * h];
+    reference_gru_step(&w, h, &b_hn, &xp, &h_prev, &mut h_ref, rows);
+    let mut h_got = vec![0.0; rows * h];
+    (k.gru_step)(&packed, &b_hn, &xp, &h_prev, &mut h_got, rows);
+
+    let mut want = Vec::new();
+    for r in 0..rows {
+        let hp = &h_prev[r * h..(r + 1) * h];
+        let x = &xp[r * 3 * h..(r + 1) * 3 * h];
+        let p = pre(&w, 3 * h, h, hp, &[]);
+        for u in 0..h {
+            let rg = p[u].add(E::exact(x[u])).sigmoid();
+            let z = p[h + u].add(E::exact(x[h + u])).sigmoid();
+            let n = E::exact(x[2 * h + u])
+                .add(rg.mul(p[2 * h + u].add(E::exact(b_hn[u]))))
+                .tanh();
+            let one_minus_z = E {
+                v: 1.0 - z.v,
+                e: z.e + 2.0 * ulp(1.0 - z.v),
+            };
+            want.push(one_minus_z.mul(n).add(z.mul(E::exact(hp[u]))));
+        }
+    }
+    assert_close(tier, "gru h", c, &h_got, &want, &h_ref);
+}
+
+fn rnn_check(tier: &str, k: &Kernels, c: &Case, act: Activation) {
+    let (h, rows) = (c.h, c.rows);
+    let mut rng = Rng(c.seed);
+    let w = rng.vec(h * h, c.w_scale / (h as f32).sqrt().max(1.0) * 2.0);
+    let xp = rng.vec(rows * h, c.x_scale);
+    let h_prev = rng.vec(rows * h, c.x_scale);
+    let packed = PackedMatrix::pack(&w, 1, h, h);
+
+    let mut h_ref = vec![0.0; rows * h];
+    reference_rnn_step(&w, h, act, &xp, &h_prev, &mut h_ref, rows);
+    let mut h_got = vec![0.0; rows * h];
+    (k.rnn_step)(&packed, act, &xp, &h_prev, &mut h_got, rows);
+
+    let mut want = Vec::new();
+    for r in 0..rows {
+        let p = pre(
+            &w,
+            h,
+            h,
+            &h_prev[r * h..(r + 1) * h],
+            &xp[r * h..(r + 1) * h],
+        );
+        want.extend(p.iter().map(|p| match act {
+            Activation::Tanh => p.tanh(),
+            Activation::Relu => p.relu(),
+        }));
+    }
+    assert_close(tier, "rnn h", c, &h_got, &want, &h_ref);
+}
+
+fn project_check(tier: &str, k: &Kernels, c: &Case) {
+    // `h` rows of the cell state projected to `k` outputs: W_hr is (P, H) = (c.k, c.h).
+    let (p_out, h, rows) = (c.k, c.h, c.rows);
+    let mut rng = Rng(c.seed);
+    let w = rng.vec(p_out * h, c.w_scale);
+    let x = rng.vec(rows * h, c.x_scale);
+    let packed = PackedMatrix::pack(&w, 1, p_out, h);
+    let mut y_ref = vec![0.0; rows * p_out];
+    reference_matvec(&w, p_out, h, &x, &mut y_ref, rows);
+    let mut y_got = vec![0.0; rows * p_out];
+    (k.project)(&packed, &x, &mut y_got, rows);
+    let mut want = Vec::new();
+    for r in 0..rows {
+        want.extend(pre(&w, p_out, h, &x[r * h..(r + 1) * h], &[]));
+    }
+    assert_close(tier, "project", c, &y_got, &want, &y_ref);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn lstm_step_matches_reference(c in case(false)) {
+        for (tier, k) in common::tiers() {
+            lstm_check(tier, k, &c);
+        }
+    }
+
+    #[test]
+    fn gru_step_matches_reference(c in case(true)) {
+        for (tier, k) in common::tiers() {
+            gru_check(tier, k, &c);
+        }
+    }
+
+    #[test]
+    fn rnn_step_matches_reference(c in case(true), relu in any::<bool>()) {
+        let act = if relu { Activation::Relu } else { Activation::Tanh };
+        for (tier, k) in common::tiers() {
+            rnn_check(tier, k, &c, act);
+        }
+    }
+
+    #[test]
+    fn project_matches_reference(c in case(false)) {
+        for (tier, k) in common::tiers() {
+            project_check(tier, k, &c);
+        }
+    }
+
+    /// A row's result is the same bits whether it runs alone, in a row tile with others, or in
+    /// any block range; a NaN in one row leaves the others untouched.
+    #[test]
+    fn rows_and_block_splits_are_bit_identical(c in case(true), split in 0usize..=5, nan_row in 0usize..9) {
+        for (tier, k) in common::tiers() {
+            bit_identity(tier, k, &c, split, nan_row);
+        }
+    }
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Runs `step(rows, blocks, outputs...)` over the whole batch, row by row, and over two block
+/// ranges, and compares the bits.
+fn bit_identity(tier: &str, k: &Kernels, c: &Case, split: usize, nan_row: usize) {
+    let (h, rows) = (c.h, c.rows);
+    let mut rng = Rng(c.seed);
+    let w4 = PackedMatrix::pack(&rng.vec(4 * h * h, c.w_scale / 4.0), 4, h, h);
+    let w3 = PackedMatrix::pack(&rng.vec(3 * h * h, c.w_scale / 4.0), 3, h, h);
+    let w1 = PackedMatrix::pack(&rng.vec(h * h, c.w_scale / 4.0), 1, h, h);
+    let xp = rng.vec(rows * 4 * h, c.x_scale);
+    let h_prev = rng.vec(rows * h, c.x_scale);
+    let c0 = rng.vec(rows * h, c.x_scale);
+    let b_hn = rng.vec(h, c.x_scale);
+    let nb = w4.blocks();
+    let split = split.min(nb);
+    let ranges = [0..split, split..nb];
+
+    // Each kernel as `f(rows, row0, blocks) -> outputs (rows, nu)` for the rows from row0.
+    type Run<'a> = Box<dyn Fn(usize, usize, std::ops::Range<usize>) -> Vec<f32> + 'a>;
+    let runs: Vec<(&str, usize, Run)> = vec![
+        (
+            "lstm h",
+            4,
+            Box::new(|n, r0, b| {
+                let nu = block_units(&w4, b.clone()).len();
+                let mut cc: Vec<f32> = (0..n)
+                    .flat_map(|r| c0[(r0 + r) * h..][..h][block_units(&w4, b.clone())].to_vec())
+                    .collect();
+                let mut ho = vec![0.0; n * nu];
+                (k.lstm_step_blocks)(
+                    &w4,
+                    &xp[r0 * 4 * h..],
+                    &h_prev[r0 * h..],
+                    &mut cc,
+                    &mut ho,
+                    n,
+                    b,
+                );
+                ho.extend(cc);
+                ho
+            }),
+        ),
+        (
+            "gru h",
+            3,
+            Box::new(|n, r0, b| {
+                let nu = block_units(&w3, b.clone()).len();
+                let mut ho = vec![0.0; n * nu];
+                (k.gru_step_blocks)(
+                    &w3,
+                    &b_hn,
+                    &xp[r0 * 3 * h..],
+                    &h_prev[r0 * h..],
+                    &mut ho,
+                    n,
+                    b,
+                );
+                ho
+            }),
+        ),
+        (
+            "rnn h",
+            1,
+            Box::new(|n, r0, b| {
+                let nu = block_units(&w1, b.clone()).len();
+                let mut ho = vec![0.0; n * nu];
+                (k.rnn_step_blocks)(
+                    &w1,
+                    Activation::Tanh,
+                    &xp[r0 * h..],
+                    &h_prev[r0 * h..],
+                    &mut ho,
+                    n,
+                    b,
+                );
+                ho
+            }),
+        ),
+        (
+            "project",
+            1,
+            Box::new(|n, r0, b| {
+                let nu = block_units(&w1, b.clone()).len();
+                let mut ho = vec![0.0; n * nu];
+                (k.project_blocks)(&w1, &h_prev[r0 * h..], &mut ho, n, b);
+                ho
+            }),
+        ),
+    ];
+    for (what, _g, run) in &runs {
+        let whole = run(rows, 0, 0..nb);
+        // Row by row: the whole-batch result of row r (h part, and c part for the LSTM).
+        for r in 0..rows {
+            let one = run(1, r, 0..nb);
+            let mut from_whole = whole[r * h..(r + 1) * h].to_vec();
+            if *what == "lstm h" {
+                from_whole.extend(&whole[rows * h + r * h..][..h]);
+            }
+            assert_eq!(
+                bits(&one),
+                bits(&from_whole),
+                "[{tier}] {what}: row {r} alone vs in {rows} rows ({c:?})"
+            );
+        }
+        // Two block ranges, every row: their unit slices reassemble the whole step.
+        let parts: Vec<Vec<f32>> = ranges.iter().map(|b| run(rows, 0, b.clone())).collect();
+        for r in 0..rows {
+            for (b, part) in ranges.iter().zip(&parts) {
+                let units = block_units(&w4, b.clone());
+                let nu = units.len();
+                assert_eq!(
+                    bits(&part[r * nu..(r + 1) * nu]),
+                    bits(&whole[r * h..][..h][units.clone()]),
+                    "[{tier}] {what}: blocks {b:?} row {r} ({c:?})"
+                );
+            }
+        }
+    }
+
+    // NaN isolation: a NaN in one row's h_prev changes no other row.
+    let nan_row = nan_row % rows;
+    let mut h_nan = h_prev.clone();
+    h_nan[nan_row * h] = f32::NAN;
+    let (mut c1, mut o1) = (c0.clone(), vec![0.0; rows * h]);
+    (k.lstm_step)(&w4, &xp, &h_prev, &mut c1, &mut o1, rows);
+    let (mut c2, mut o2) = (c0.clone(), vec![0.0; rows * h]);
+    (k.lstm_step)(&w4, &xp, &h_nan, &mut c2, &mut o2, rows);
+    for r in (0..rows).filter(|&r| r != nan_row) {
+        assert_eq!(
+            bits(&o1[r * h..(r + 1) * h]),
+            bits(&o2[r * h..(r + 1) * h]),
+            "[{tier}] NaN in row {nan_row} changed row {r}"
+        );
+    }
+    assert!(
+        o2[nan_row * h..(nan_row + 1) * h]
+            .iter()
+            .all(|v| v.is_nan()),
+        "[{tier}] NaN did not propagate"
+    );
+}
