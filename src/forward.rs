@@ -8,13 +8,16 @@
 //! in parallel on the current rayon pool; a row's arithmetic never depends on the chunking, so
 //! results are bit-identical for any thread count.
 
+use std::ops::Range;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
 use rayon::prelude::*;
 
 use crate::config::Mode;
 use crate::error::{Error, Result};
 use crate::model::{DirectionWeights, Model};
 use crate::tensor::{Shape, Tensor, TensorView};
-use recur_kernels::{Activation, Kernels};
+use recur_kernels::{Kernels, PackedMatrix};
 
 /// The inputs of one forward pass, borrowed.
 ///
@@ -197,6 +200,20 @@ struct Plan<'w> {
     chunk_rows: usize,
     /// Whether the two directions run on two threads at once.
     parallel_directions: bool,
+    /// Threads that share each step's hidden units (1: no split). Chosen for small batches of
+    /// large layers, where one step streams more weights than one core's cache holds.
+    split: usize,
+}
+
+/// How a call runs: see [`Model::plan_summary`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanSummary {
+    /// Batch chunks per direction, run in parallel.
+    pub chunks: usize,
+    /// Threads sharing each step's hidden units (1: not split).
+    pub split: usize,
+    /// Whether the two directions run at once.
+    pub parallel_directions: bool,
 }
 
 /// Smallest batch chunk worth a thread of its own.
@@ -391,6 +408,19 @@ impl Model {
         Ok(())
     }
 
+    /// How a call with these inputs would run (batch chunks, threads per step), without
+    /// running it: for `recur bench` reports and for tests of the cost model.
+    pub fn plan_summary(&self, fi: &ForwardInput<'_>) -> Result<PlanSummary> {
+        let shape = self.check(fi)?;
+        let (mut order, mut lengths) = (Vec::new(), Vec::new());
+        let plan = self.plan(fi, &shape, &mut order, &mut lengths);
+        Ok(PlanSummary {
+            chunks: plan.batch.div_ceil(plan.chunk_rows),
+            split: plan.split,
+            parallel_directions: plan.parallel_directions,
+        })
+    }
+
     /// Validates the call's shapes against the model.
     fn check(&self, fi: &ForwardInput<'_>) -> Result<CallShape> {
         let cfg = self.config();
@@ -534,6 +564,16 @@ impl Model {
             threads
         };
         let chunks = per_dir.min(n / MIN_CHUNK_ROWS).max(1);
+        let split = if chunks == 1 && per_dir >= 2 {
+            self.layers
+                .iter()
+                .flatten()
+                .map(|w| split_threads(w, l, per_dir))
+                .min()
+                .unwrap_or(1)
+        } else {
+            1
+        };
         Plan {
             seq_len: l,
             batch: n,
@@ -542,7 +582,24 @@ impl Model {
             ragged,
             chunk_rows: n.div_ceil(chunks),
             parallel_directions,
+            split,
         }
+    }
+}
+
+/// Per-step weight bytes below which splitting a step across threads costs more in
+/// synchronisation (one or two barriers per step) than it saves.
+const SPLIT_MIN_STEP_BYTES: usize = 256 << 10;
+/// Weight bytes a call must stream before the split's thread start-up is worth it.
+const SPLIT_MIN_CALL_BYTES: usize = 16 << 20;
+
+/// How many threads should share each step of `w` over `steps` steps, with `threads` available.
+fn split_threads(w: &DirectionWeights, steps: usize, threads: usize) -> usize {
+    let bytes = w.w_hh.bytes() + w.w_hr.as_ref().map_or(0, PackedMatrix::bytes);
+    if bytes >= SPLIT_MIN_STEP_BYTES && bytes.saturating_mul(steps) >= SPLIT_MIN_CALL_BYTES {
+        threads.min(w.w_hh.blocks()).max(1)
+    } else {
+        1
     }
 }
 
@@ -696,11 +753,9 @@ fn run_chunk(
 ) {
     let (l, rows) = (plan.seq_len, ch.rows);
     let (g, h, k) = (w.w_hh.gates(), w.w_hh.rows(), w.w_hh.cols());
-    let h_out = w.w_hr.as_ref().map_or(h, |p| p.rows());
     let gh = g * h;
     let in_size = x_layout.width;
     let order = &plan.order[ch.row0..ch.row0 + rows];
-    let lens = |r: usize| plan.lengths[order[r]];
 
     // Gather the chunk's input in loop order: step s, row r reads element order[r] at its own
     // time index (reversed within its length for the reverse direction). Steps past an
@@ -735,13 +790,33 @@ fn run_chunk(
         }
     }
 
+    if plan.split > 1 {
+        run_steps_split(kernels, w, plan, ch, plan.split);
+    } else {
+        run_steps(kernels, w, plan, ch);
+    }
+}
+
+/// The number of rows still running at loop step `s`, given the count at the previous step
+/// (rows are sorted by length, longest first, so the active ones are a prefix).
+fn active_rows(plan: &Plan<'_>, order: &[usize], mut active: usize, s: usize) -> usize {
+    while active > 0 && plan.lengths[order[active - 1]] <= s {
+        active -= 1;
+    }
+    active
+}
+
+/// The time loop of one chunk on the calling thread.
+fn run_steps(kernels: &Kernels, w: &DirectionWeights, plan: &Plan<'_>, ch: &mut Chunk<'_>) {
+    let (l, rows) = (plan.seq_len, ch.rows);
+    let (g, h) = (w.w_hh.gates(), w.w_hh.rows());
+    let h_out = w.w_hr.as_ref().map_or(h, |p| p.rows());
+    let gh = g * h;
+    let order = &plan.order[ch.row0..ch.row0 + rows];
     let (mut h_prev, mut h_next) = (&mut *ch.h_a, &mut *ch.h_b);
     let mut active = rows;
     for s in 0..l {
-        // Rows are sorted by length, longest first: the active ones are a prefix.
-        while active > 0 && lens(active - 1) <= s {
-            active -= 1;
-        }
+        active = active_rows(plan, order, active, s);
         if active == 0 {
             break;
         }
@@ -755,22 +830,277 @@ fn run_chunk(
                 None => (kernels.lstm_step)(&w.w_hh, xp, h_prev, ch.c, h_next, active),
             },
             3 => (kernels.gru_step)(&w.w_hh, &w.b_hn, xp, h_prev, h_next, active),
-            _ => {
-                let act = if w.relu {
-                    Activation::Relu
+            _ => (kernels.rnn_step)(&w.w_hh, w.activation(), xp, h_prev, h_next, active),
+        }
+        record_step(plan, order, s, active, h_out, h_next, ch.y, ch.h_n);
+        std::mem::swap(&mut h_prev, &mut h_next);
+    }
+}
+
+/// Copies step `s`'s new state of the `active` rows into the chunk's output rows, and keeps it
+/// as `h_n` for the rows whose sequence ends at this step.
+#[allow(clippy::too_many_arguments)]
+fn record_step(
+    plan: &Plan<'_>,
+    order: &[usize],
+    s: usize,
+    active: usize,
+    h_out: usize,
+    h_new: &[f32],
+    y: &mut [f32],
+    h_n: &mut [f32],
+) {
+    let rows = order.len();
+    y[s * rows * h_out..(s * rows + active) * h_out].copy_from_slice(&h_new[..active * h_out]);
+    for r in (0..active)
+        .rev()
+        .take_while(|&r| plan.lengths[order[r]] == s + 1)
+    {
+        h_n[r * h_out..(r + 1) * h_out].copy_from_slice(&h_new[r * h_out..(r + 1) * h_out]);
+    }
+}
+
+/// A barrier for threads that each own a core for the length of one call: spins (a step lasts
+/// tens of microseconds; a sleeping barrier's wake-up would cost as much), yielding now and then.
+struct SpinBarrier {
+    parties: usize,
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+}
+
+impl SpinBarrier {
+    fn new(parties: usize) -> SpinBarrier {
+        SpinBarrier {
+            parties,
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits for every party. Writes made before `wait` by any party are visible to every party
+    /// after it (the last arrival's Release publishes them; each waiter's Acquire sees them).
+    fn wait(&self) {
+        let gen = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+        } else {
+            let mut spins = 0u32;
+            while self.generation.load(Ordering::Acquire) == gen {
+                spins = spins.wrapping_add(1);
+                if spins % 4096 == 0 {
+                    std::thread::yield_now();
                 } else {
-                    Activation::Tanh
-                };
-                (kernels.rnn_step)(&w.w_hh, act, xp, h_prev, h_next, active)
+                    std::hint::spin_loop();
+                }
             }
         }
-        ch.y[s * rows * h_out..(s * rows + active) * h_out]
-            .copy_from_slice(&h_next[..active * h_out]);
-        // Rows whose sequence ends at this step keep this state as their h_n.
-        for r in (0..active).rev().take_while(|&r| lens(r) == s + 1) {
-            ch.h_n[r * h_out..(r + 1) * h_out].copy_from_slice(&h_next[r * h_out..(r + 1) * h_out]);
+    }
+}
+
+/// f32 values shared between the threads of a split step, published and read between barriers.
+/// Relaxed atomics: the barrier orders them; on x86-64 and aarch64 they compile to plain loads
+/// and stores.
+struct SharedRows(Vec<AtomicU32>);
+
+impl SharedRows {
+    fn from_slice(v: &[f32]) -> SharedRows {
+        SharedRows(v.iter().map(|x| AtomicU32::new(x.to_bits())).collect())
+    }
+
+    fn zeros(len: usize) -> SharedRows {
+        SharedRows((0..len).map(|_| AtomicU32::new(0)).collect())
+    }
+
+    fn read(&self, start: usize, dst: &mut [f32]) {
+        for (d, a) in dst.iter_mut().zip(&self.0[start..]) {
+            *d = f32::from_bits(a.load(Ordering::Relaxed));
         }
-        std::mem::swap(&mut h_prev, &mut h_next);
+    }
+
+    fn write(&self, start: usize, src: &[f32]) {
+        for (a, v) in self.0[start..].iter().zip(src) {
+            a.store(v.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes `(rows, nu)` values into columns `u0..u0+nu` of `(rows, width)` rows.
+    fn write_columns(&self, width: usize, u0: usize, nu: usize, rows: usize, src: &[f32]) {
+        for r in 0..rows {
+            self.write(r * width + u0, &src[r * nu..(r + 1) * nu]);
+        }
+    }
+}
+
+/// Balanced contiguous share `part` of `0..total` among `parts`.
+fn share(total: usize, part: usize, parts: usize) -> Range<usize> {
+    total * part / parts..total * (part + 1) / parts
+}
+
+/// The time loop of one chunk with each step's hidden units split across `parts` threads: each
+/// thread streams only its share of `W_hh` (and `W_hr`), which stays hot in its own core's cache,
+/// and the threads meet at a barrier after each step (and between the LSTM cell and its
+/// projection). Every output element is computed by the same instructions as in [`run_steps`],
+/// so the results are bit-identical.
+fn run_steps_split(
+    kernels: &Kernels,
+    w: &DirectionWeights,
+    plan: &Plan<'_>,
+    ch: &mut Chunk<'_>,
+    parts: usize,
+) {
+    let (rows, k, h) = (ch.rows, w.w_hh.cols(), w.w_hh.rows());
+    let order = &plan.order[ch.row0..ch.row0 + rows];
+    let state = [
+        SharedRows::from_slice(&ch.h_a[..rows * k]),
+        SharedRows::zeros(rows * k),
+    ];
+    let full = SharedRows::zeros(if w.w_hr.is_some() { rows * h } else { 0 });
+    let barrier = SpinBarrier::new(parts);
+    let shared = SplitShared {
+        kernels,
+        w,
+        plan,
+        order,
+        xp: &*ch.xp,
+        c0: &*ch.c,
+        state,
+        full,
+        barrier,
+    };
+    let (y, h_n) = (&mut *ch.y, &mut *ch.h_n);
+    let parts_c: Vec<(Range<usize>, Vec<f32>)> = std::thread::scope(|scope| {
+        let shared = &shared;
+        let workers: Vec<_> = (1..parts)
+            .map(|p| scope.spawn(move || shared.worker(p, parts, None)))
+            .collect();
+        let mut all = vec![shared.worker(0, parts, Some((y, h_n)))];
+        all.extend(
+            workers
+                .into_iter()
+                .map(|t| t.join().expect("split-step worker panicked")),
+        );
+        all
+    });
+    if w.w_hh.gates() == 4 {
+        for (units, c_part) in parts_c {
+            let nu = units.len();
+            for r in 0..rows {
+                ch.c[r * h + units.start..r * h + units.end]
+                    .copy_from_slice(&c_part[r * nu..(r + 1) * nu]);
+            }
+        }
+    }
+}
+
+/// What the threads of a split step share.
+struct SplitShared<'a, 'p> {
+    kernels: &'a Kernels,
+    w: &'a DirectionWeights,
+    plan: &'a Plan<'p>,
+    order: &'a [usize],
+    xp: &'a [f32],
+    c0: &'a [f32],
+    /// `h` of the chunk's rows, `(rows, K)`, double-buffered by step parity.
+    state: [SharedRows; 2],
+    /// LSTM with projection: the cell output before projection, `(rows, H)`.
+    full: SharedRows,
+    barrier: SpinBarrier,
+}
+
+impl SplitShared<'_, '_> {
+    /// Thread `part`'s share of every step; thread 0 also records outputs. Returns the units it
+    /// owned and its final share of `c` (LSTM).
+    fn worker(
+        &self,
+        part: usize,
+        parts: usize,
+        mut record: Option<(&mut [f32], &mut [f32])>,
+    ) -> (Range<usize>, Vec<f32>) {
+        let (kern, w, plan) = (self.kernels, self.w, self.plan);
+        let (g, h, k) = (w.w_hh.gates(), w.w_hh.rows(), w.w_hh.cols());
+        let h_out = w.w_hr.as_ref().map_or(h, |p| p.rows());
+        let (rows, gh) = (self.order.len(), g * h);
+        let blocks = share(w.w_hh.blocks(), part, parts);
+        let units = recur_kernels::step::block_units(&w.w_hh, blocks.clone());
+        let nu = units.len();
+        let mut c_part = vec![0.0f32; if g == 4 { rows * nu } else { 0 }];
+        for r in 0..rows.min(c_part.len() / nu.max(1)) {
+            c_part[r * nu..(r + 1) * nu]
+                .copy_from_slice(&self.c0[r * h + units.start..r * h + units.end]);
+        }
+        let mut h_prev = vec![0.0f32; rows * k];
+        let mut out_part = vec![0.0f32; rows * nu];
+        let mut full = vec![0.0f32; if w.w_hr.is_some() { rows * h } else { 0 }];
+        let proj = w.w_hr.as_ref().map(|w_hr| {
+            let pb = share(w_hr.blocks(), part, parts);
+            let pu = recur_kernels::step::block_units(w_hr, pb.clone());
+            (w_hr, pb, pu)
+        });
+        let mut proj_part = vec![0.0f32; proj.as_ref().map_or(0, |(_, _, pu)| rows * pu.len())];
+        let mut active = rows;
+        for s in 0..plan.seq_len {
+            active = active_rows(plan, self.order, active, s);
+            if active == 0 {
+                break;
+            }
+            let (cur, next) = (&self.state[s % 2], &self.state[(s + 1) % 2]);
+            cur.read(0, &mut h_prev[..active * k]);
+            let xp = &self.xp[s * rows * gh..(s * rows + active) * gh];
+            let out = &mut out_part[..active * nu];
+            match g {
+                4 => (kern.lstm_step_blocks)(
+                    &w.w_hh,
+                    xp,
+                    &h_prev,
+                    &mut c_part[..active * nu],
+                    out,
+                    active,
+                    blocks.clone(),
+                ),
+                3 => (kern.gru_step_blocks)(
+                    &w.w_hh,
+                    &w.b_hn,
+                    xp,
+                    &h_prev,
+                    out,
+                    active,
+                    blocks.clone(),
+                ),
+                _ => (kern.rnn_step_blocks)(
+                    &w.w_hh,
+                    w.activation(),
+                    xp,
+                    &h_prev,
+                    out,
+                    active,
+                    blocks.clone(),
+                ),
+            }
+            match &proj {
+                Some((w_hr, pb, pu)) => {
+                    self.full.write_columns(h, units.start, nu, active, out);
+                    self.barrier.wait();
+                    self.full.read(0, &mut full[..active * h]);
+                    let np = pu.len();
+                    (kern.project_blocks)(
+                        w_hr,
+                        &full,
+                        &mut proj_part[..active * np],
+                        active,
+                        pb.clone(),
+                    );
+                    next.write_columns(k, pu.start, np, active, &proj_part);
+                }
+                None => next.write_columns(k, units.start, nu, active, out),
+            }
+            self.barrier.wait();
+            if let Some((y, h_n)) = record.as_mut() {
+                next.read(0, &mut h_prev[..active * k]);
+                record_step(plan, self.order, s, active, h_out, &h_prev, y, h_n);
+            }
+        }
+        (units, c_part)
     }
 }
 

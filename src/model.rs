@@ -40,6 +40,17 @@ pub struct Model {
     pub(crate) kernels: &'static Kernels,
 }
 
+impl DirectionWeights {
+    /// The plain RNN cell's nonlinearity.
+    pub fn activation(&self) -> recur_kernels::Activation {
+        if self.relu {
+            recur_kernels::Activation::Relu
+        } else {
+            recur_kernels::Activation::Tanh
+        }
+    }
+}
+
 impl Model {
     /// Builds a model from a configuration and its state_dict (names without prefix).
     ///

@@ -375,3 +375,58 @@ fn nan_in_one_element_leaves_the_others_untouched() {
         }
     }
 }
+
+/// Layers large enough that the cost model splits each step's hidden units across threads
+/// (batch 1-4): the split must be bit-identical to one thread, with and without lengths, for
+/// every mode, on every tier.
+#[test]
+fn split_steps_are_bit_identical_to_one_thread() {
+    let shapes = [
+        (Mode::RnnTanh, 256, 0),
+        (Mode::RnnRelu, 256, 0),
+        (Mode::Gru, 161, 0),
+        (Mode::Lstm, 250, 0),
+        (Mode::Lstm, 256, 200),
+    ];
+    for (mode, hidden, proj) in shapes {
+        let mut config = Config::new(mode, 13, hidden);
+        config.num_layers = 2;
+        config.proj_size = proj;
+        for (batch, ragged) in [(1, false), (3, true)] {
+            let case = Case {
+                config: config.clone(),
+                seq: 70,
+                batch,
+                unbatched: false,
+                with_state: true,
+                lengths: ragged.then(|| (0..batch).map(|b| 70 - 23 * b).collect()),
+                seed: 77 + hidden as u64,
+                weight_scale: 1.0,
+            };
+            let b = build(&case);
+            let mut model = Model::from_state_dict(config.clone(), &b.sd).unwrap();
+            let fi = b.forward_input();
+            for threads in [2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let plan = pool.install(|| model.plan_summary(&fi)).unwrap();
+                assert_eq!(
+                    plan.split, threads,
+                    "{mode} H={hidden}: the cost model did not split"
+                );
+            }
+            for isa in available_tiers() {
+                model.set_isa(isa).unwrap();
+                let one = bits(&run_in_pool(&model, &fi, 1));
+                for threads in [2, 3] {
+                    assert!(
+                        one == bits(&run_in_pool(&model, &fi, threads)),
+                        "{mode} H={hidden} P={proj} batch={batch} {isa}: split over {threads} threads differs"
+                    );
+                }
+            }
+        }
+    }
+}
