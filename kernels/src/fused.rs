@@ -28,6 +28,8 @@ use crate::vecmath::{relu, sigmoid::sigmoid, tanh::tanh};
 /// summed over `k = 0..K` in order with one `mul_add` per term.
 ///
 /// `wb` is the packed block (`K * G * BLOCK` floats), `h[r]` row `r` of `h_prev` (`K` floats).
+/// (No closures in the hot code: a closure is compiled without the caller's target features, so
+/// it must not be left un-inlined.)
 #[inline(always)]
 fn accumulate<S: Simd, const G: usize, const R: usize, const NV: usize>(
     s: S,
@@ -37,7 +39,10 @@ fn accumulate<S: Simd, const G: usize, const R: usize, const NV: usize>(
 ) -> [[[S::V; NV]; G]; R] {
     let mut acc = [[[s.zero(); NV]; G]; R];
     for (kk, wk) in wb.chunks_exact(G * BLOCK).enumerate() {
-        let hk: [S::V; R] = std::array::from_fn(|r| s.splat(h[r][kk]));
+        let mut hk = [s.zero(); R];
+        for r in 0..R {
+            hk[r] = s.splat(h[r][kk]);
+        }
         for g in 0..G {
             for v in 0..NV {
                 let wv = s.load(&wk[g * BLOCK + (v0 + v) * S::LANES..]);
@@ -50,21 +55,29 @@ fn accumulate<S: Simd, const G: usize, const R: usize, const NV: usize>(
     acc
 }
 
-/// Runs `body(r, u, n, acc)` for every row `r` of the tile and every unit vector of block `j`
-/// that holds real units (`u` the first unit, `n <= LANES` of them), after accumulating the block
-/// in passes of `NV` vectors.
+/// The element-wise end of a step kernel, applied to one vector of accumulated gates.
+trait Epilogue<S: Simd, const G: usize> {
+    /// Finishes row `r`, units `u..u + n` (`n <= LANES`) from their gate sums `acc`.
+    fn apply(&mut self, s: S, r: usize, u: usize, n: usize, acc: [S::V; G]);
+}
+
+/// Accumulates block `j` for the rows `r0..r0 + R`, in passes of `NV` unit vectors, and hands
+/// every vector holding real units to `epilogue`.
 #[inline(always)]
-fn for_each_vector<S: Simd, const G: usize, const R: usize, const NV: usize>(
+fn block_tile<S: Simd, const G: usize, const R: usize, const NV: usize>(
     s: S,
     w: &PackedMatrix,
     j: usize,
     h_prev: &[f32],
     r0: usize,
-    mut body: impl FnMut(usize, usize, usize, [S::V; G]),
+    epilogue: &mut impl Epilogue<S, G>,
 ) {
     let (units, k) = (w.rows(), w.cols());
     let wb = w.block(j);
-    let h: [&[f32]; R] = std::array::from_fn(|r| &h_prev[(r0 + r) * k..][..k]);
+    let mut h: [&[f32]; R] = [&[]; R];
+    for (r, hr) in h.iter_mut().enumerate() {
+        *hr = &h_prev[(r0 + r) * k..][..k];
+    }
     let vectors = BLOCK / S::LANES;
     let mut v0 = 0;
     while v0 < vectors && j * BLOCK + v0 * S::LANES < units {
@@ -75,43 +88,81 @@ fn for_each_vector<S: Simd, const G: usize, const R: usize, const NV: usize>(
                 if u >= units {
                     break;
                 }
-                let n = S::LANES.min(units - u);
-                body(r0 + r, u, n, std::array::from_fn(|g| acc_r[g][v]));
+                let mut gates = [s.zero(); G];
+                for (gate, a) in gates.iter_mut().zip(acc_r) {
+                    *gate = a[v];
+                }
+                epilogue.apply(s, r0 + r, u, S::LANES.min(units - u), gates);
             }
         }
         v0 += NV;
     }
 }
 
-/// Runs `tile(r0, single)` over `rows` rows: tiles of `R` rows (`single = false`), then the
-/// rest one row at a time (`single = true`).
+/// Runs every block of `blocks` over all rows: tiles of `R` rows (passes of `NVR` vectors),
+/// then the remaining rows one at a time (passes of `NV1` vectors).
 #[inline(always)]
-fn for_each_tile<const R: usize>(rows: usize, mut tile: impl FnMut(usize, bool)) {
-    let mut r0 = 0;
-    if R > 1 {
-        while r0 + R <= rows {
-            tile(r0, false);
-            r0 += R;
+fn run<S: Simd, const G: usize, const R: usize, const NVR: usize, const NV1: usize>(
+    s: S,
+    w: &PackedMatrix,
+    blocks: Range<usize>,
+    h_prev: &[f32],
+    rows: usize,
+    epilogue: &mut impl Epilogue<S, G>,
+) {
+    for j in blocks {
+        let mut r0 = 0;
+        if R > 1 {
+            while r0 + R <= rows {
+                block_tile::<S, G, R, NVR>(s, w, j, h_prev, r0, epilogue);
+                r0 += R;
+            }
         }
-    }
-    while r0 < rows {
-        tile(r0, true);
-        r0 += 1;
+        while r0 < rows {
+            block_tile::<S, G, 1, NV1>(s, w, j, h_prev, r0, epilogue);
+            r0 += 1;
+        }
     }
 }
 
-/// The LSTM cell on one vector of `n` units: `i,f,o = σ(xp + acc)`, `g = tanh(xp + acc)`,
-/// `c' = f*c + i*g`, `h' = o*tanh(c')`. `xp[g]`, `c`, `h` hold the `n` units.
-#[inline(always)]
-fn lstm_cell<S: Simd>(s: S, acc: [S::V; 4], xp: [&[f32]; 4], c: &mut [f32], h: &mut [f32]) {
-    let pre = |g: usize| s.add(s.load_partial(xp[g]), acc[g]);
-    let i = sigmoid(s, pre(0));
-    let f = sigmoid(s, pre(1));
-    let g = tanh(s, pre(2));
-    let o = sigmoid(s, pre(3));
-    let c_new = s.mul_add(f, s.load_partial(c), s.mul(i, g));
-    s.store_partial(c_new, c);
-    s.store_partial(s.mul(o, tanh(s, c_new)), h);
+/// The LSTM epilogue: `i,f,o = σ(xp + acc)`, `g = tanh(xp + acc)`, `c' = f*c + i*g`,
+/// `h' = o*tanh(c')`.
+struct LstmCell<'a> {
+    /// `(rows, 4H)`.
+    xp: &'a [f32],
+    /// `(rows, nu)`.
+    c: &'a mut [f32],
+    /// `(rows, nu)`.
+    h_out: &'a mut [f32],
+    /// `H`.
+    h: usize,
+    /// First unit of the call's block range.
+    u_begin: usize,
+    /// Units of the call's block range.
+    nu: usize,
+}
+
+impl<S: Simd> Epilogue<S, 4> for LstmCell<'_> {
+    #[inline(always)]
+    fn apply(&mut self, s: S, r: usize, u: usize, n: usize, acc: [S::V; 4]) {
+        let h = self.h;
+        let x = &self.xp[r * 4 * h..][..4 * h];
+        let i = sigmoid(s, s.add(s.load_partial(&x[u..u + n]), acc[0]));
+        let f = sigmoid(s, s.add(s.load_partial(&x[h + u..h + u + n]), acc[1]));
+        let g = tanh(
+            s,
+            s.add(s.load_partial(&x[2 * h + u..2 * h + u + n]), acc[2]),
+        );
+        let o = sigmoid(
+            s,
+            s.add(s.load_partial(&x[3 * h + u..3 * h + u + n]), acc[3]),
+        );
+        let at = r * self.nu + (u - self.u_begin);
+        let c = &mut self.c[at..at + n];
+        let c_new = s.mul_add(f, s.load_partial(c), s.mul(i, g));
+        s.store_partial(c_new, c);
+        s.store_partial(s.mul(o, tanh(s, c_new)), &mut self.h_out[at..at + n]);
+    }
 }
 
 /// LSTM step over `blocks` of `w` (see [`crate::step::LstmStepBlocksFn`] for the contract).
@@ -138,27 +189,54 @@ pub(crate) fn lstm_step_blocks<S: Simd, const R: usize, const NVR: usize, const 
         rows,
         &blocks,
     );
-    let h = w.rows();
-    let (u_begin, nu) = (units.start, units.len());
-    for j in blocks {
-        let mut cell = |r: usize, u: usize, n: usize, acc: [S::V; 4]| {
-            let x = &xp[r * 4 * h..][..4 * h];
-            let xs = std::array::from_fn(|g| &x[g * h + u..][..n]);
-            let o = r * nu + (u - u_begin);
-            lstm_cell(s, acc, xs, &mut c[o..o + n], &mut h_out[o..o + n]);
-        };
-        for_each_tile::<R>(rows, |r0, single| {
-            if single {
-                for_each_vector::<S, 4, 1, NV1>(s, w, j, h_prev, r0, &mut cell)
-            } else {
-                for_each_vector::<S, 4, R, NVR>(s, w, j, h_prev, r0, &mut cell)
-            }
-        });
+    let mut cell = LstmCell {
+        xp,
+        c,
+        h_out,
+        h: w.rows(),
+        u_begin: units.start,
+        nu: units.len(),
+    };
+    run::<S, 4, R, NVR, NV1>(s, w, blocks, h_prev, rows, &mut cell);
+}
+
+/// The GRU epilogue: `r,z = σ(xp + acc)`, `n = tanh(xp_n + r*(acc_n + b_hn))`,
+/// `h' = (1-z)*n + z*h`.
+struct GruCell<'a> {
+    /// `(rows, 3H)`.
+    xp: &'a [f32],
+    /// `(H)`.
+    b_hn: &'a [f32],
+    /// `(rows, H)`.
+    h_prev: &'a [f32],
+    /// `(rows, nu)`.
+    h_out: &'a mut [f32],
+    /// `H`.
+    h: usize,
+    /// First unit of the call's block range.
+    u_begin: usize,
+    /// Units of the call's block range.
+    nu: usize,
+}
+
+impl<S: Simd> Epilogue<S, 3> for GruCell<'_> {
+    #[inline(always)]
+    fn apply(&mut self, s: S, r: usize, u: usize, n: usize, acc: [S::V; 3]) {
+        let h = self.h;
+        let x = &self.xp[r * 3 * h..][..3 * h];
+        let rg = sigmoid(s, s.add(s.load_partial(&x[u..u + n]), acc[0]));
+        let z = sigmoid(s, s.add(s.load_partial(&x[h + u..h + u + n]), acc[1]));
+        let hn = s.add(acc[2], s.load_partial(&self.b_hn[u..u + n]));
+        let xn = s.load_partial(&x[2 * h + u..2 * h + u + n]);
+        let nn = tanh(s, s.mul_add(rg, hn, xn));
+        let hp = s.load_partial(&self.h_prev[r * h + u..r * h + u + n]);
+        let h_new = s.mul_add(z, hp, s.mul(s.sub(s.splat(1.0), z), nn));
+        let at = r * self.nu + (u - self.u_begin);
+        s.store_partial(h_new, &mut self.h_out[at..at + n]);
     }
 }
 
-/// GRU step over `blocks` of `w` (see [`crate::step::GruStepBlocksFn`] for the contract):
-/// `r,z = σ(xp + acc)`, `n = tanh(xp_n + r*(acc_n + b_hn))`, `h' = (1-z)*n + z*h`.
+/// GRU step over `blocks` of `w` (see [`crate::step::GruStepBlocksFn`] for the contract).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) fn gru_step_blocks<S: Simd, const R: usize, const NVR: usize, const NV1: usize>(
@@ -185,29 +263,44 @@ pub(crate) fn gru_step_blocks<S: Simd, const R: usize, const NVR: usize, const N
     );
     let h = w.rows();
     assert!(b_hn.len() >= h, "gru_step: b_hn holds {} < {h}", b_hn.len());
-    let (u_begin, nu) = (units.start, units.len());
-    let one = s.splat(1.0);
-    for j in blocks {
-        let mut cell = |r: usize, u: usize, n: usize, acc: [S::V; 3]| {
-            let x = &xp[r * 3 * h..][..3 * h];
-            let pre = |g: usize| s.add(s.load_partial(&x[g * h + u..][..n]), acc[g]);
-            let rg = sigmoid(s, pre(0));
-            let z = sigmoid(s, pre(1));
-            let hn = s.add(acc[2], s.load_partial(&b_hn[u..u + n]));
-            let xn = s.load_partial(&x[2 * h + u..][..n]);
-            let nn = tanh(s, s.mul_add(rg, hn, xn));
-            let hp = s.load_partial(&h_prev[r * h + u..][..n]);
-            let h_new = s.mul_add(z, hp, s.mul(s.sub(one, z), nn));
-            let o = r * nu + (u - u_begin);
-            s.store_partial(h_new, &mut h_out[o..o + n]);
+    let mut cell = GruCell {
+        xp,
+        b_hn,
+        h_prev,
+        h_out,
+        h,
+        u_begin: units.start,
+        nu: units.len(),
+    };
+    run::<S, 3, R, NVR, NV1>(s, w, blocks, h_prev, rows, &mut cell);
+}
+
+/// The RNN epilogue: `h' = act(xp + acc)`.
+struct RnnCell<'a> {
+    /// `(rows, H)`.
+    xp: &'a [f32],
+    /// `(rows, nu)`.
+    h_out: &'a mut [f32],
+    act: Activation,
+    /// `H`.
+    h: usize,
+    /// First unit of the call's block range.
+    u_begin: usize,
+    /// Units of the call's block range.
+    nu: usize,
+}
+
+impl<S: Simd> Epilogue<S, 1> for RnnCell<'_> {
+    #[inline(always)]
+    fn apply(&mut self, s: S, r: usize, u: usize, n: usize, acc: [S::V; 1]) {
+        let at = r * self.h + u;
+        let pre = s.add(s.load_partial(&self.xp[at..at + n]), acc[0]);
+        let y = match self.act {
+            Activation::Tanh => tanh(s, pre),
+            Activation::Relu => relu(s, pre),
         };
-        for_each_tile::<R>(rows, |r0, single| {
-            if single {
-                for_each_vector::<S, 3, 1, NV1>(s, w, j, h_prev, r0, &mut cell)
-            } else {
-                for_each_vector::<S, 3, R, NVR>(s, w, j, h_prev, r0, &mut cell)
-            }
-        });
+        let at = r * self.nu + (u - self.u_begin);
+        s.store_partial(y, &mut self.h_out[at..at + n]);
     }
 }
 
@@ -235,25 +328,32 @@ pub(crate) fn rnn_step_blocks<S: Simd, const R: usize, const NVR: usize, const N
         rows,
         &blocks,
     );
-    let h = w.rows();
-    let (u_begin, nu) = (units.start, units.len());
-    for j in blocks {
-        let mut cell = |r: usize, u: usize, n: usize, acc: [S::V; 1]| {
-            let pre = s.add(s.load_partial(&xp[r * h + u..][..n]), acc[0]);
-            let y = match act {
-                Activation::Tanh => tanh(s, pre),
-                Activation::Relu => relu(s, pre),
-            };
-            let o = r * nu + (u - u_begin);
-            s.store_partial(y, &mut h_out[o..o + n]);
-        };
-        for_each_tile::<R>(rows, |r0, single| {
-            if single {
-                for_each_vector::<S, 1, 1, NV1>(s, w, j, h_prev, r0, &mut cell)
-            } else {
-                for_each_vector::<S, 1, R, NVR>(s, w, j, h_prev, r0, &mut cell)
-            }
-        });
+    let mut cell = RnnCell {
+        xp,
+        h_out,
+        act,
+        h: w.rows(),
+        u_begin: units.start,
+        nu: units.len(),
+    };
+    run::<S, 1, R, NVR, NV1>(s, w, blocks, h_prev, rows, &mut cell);
+}
+
+/// The projection epilogue: `out = acc`.
+struct ProjectOut<'a> {
+    /// `(rows, nu)`.
+    out: &'a mut [f32],
+    /// First unit of the call's block range.
+    u_begin: usize,
+    /// Units of the call's block range.
+    nu: usize,
+}
+
+impl<S: Simd> Epilogue<S, 1> for ProjectOut<'_> {
+    #[inline(always)]
+    fn apply(&mut self, s: S, r: usize, u: usize, n: usize, acc: [S::V; 1]) {
+        let at = r * self.nu + (u - self.u_begin);
+        s.store_partial(acc[0], &mut self.out[at..at + n]);
     }
 }
 
@@ -268,20 +368,12 @@ pub(crate) fn project_blocks<S: Simd, const R: usize, const NVR: usize, const NV
     blocks: Range<usize>,
 ) {
     let units = check_step_blocks("project", w, 1, None, x.len(), &[out.len()], rows, &blocks);
-    let (u_begin, nu) = (units.start, units.len());
-    for j in blocks {
-        let mut cell = |r: usize, u: usize, n: usize, acc: [S::V; 1]| {
-            let o = r * nu + (u - u_begin);
-            s.store_partial(acc[0], &mut out[o..o + n]);
-        };
-        for_each_tile::<R>(rows, |r0, single| {
-            if single {
-                for_each_vector::<S, 1, 1, NV1>(s, w, j, x, r0, &mut cell)
-            } else {
-                for_each_vector::<S, 1, R, NVR>(s, w, j, x, r0, &mut cell)
-            }
-        });
-    }
+    let mut cell = ProjectOut {
+        out,
+        u_begin: units.start,
+        nu: units.len(),
+    };
+    run::<S, 1, R, NVR, NV1>(s, w, blocks, x, rows, &mut cell);
 }
 
 /// `y[i] = f(x[i])` over slices of any length (the last partial vector through a stack buffer).

@@ -1,0 +1,106 @@
+//! The fused step kernels of every tier against each other and the scalar reference.
+//!
+//! One group per kernel (`lstm_step`, `gru_step`, `rnn_step`), one id per tier (`reference`,
+//! `portable`, `avx2`, `avx512`; tiers this CPU lacks are skipped) and shape (`H512xB1`:
+//! hidden size 512, batch 1, `K = H`). Throughput is in FLOPs (`2 G H K B` per step; criterion
+//! prints it as elements/s, so `Gelem/s` reads GFLOP/s). The weights stay packed across
+//! iterations, as in the time loop, so large shapes stream `W_hh` from L2/L3 every step.
+//!
+//! Run one tier or shape with a filter: `cargo bench -p recur-kernels --bench step -- avx2/H512xB1`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use recur_kernels::reference::{reference_gru_step, reference_lstm_step, reference_rnn_step};
+use recur_kernels::{kernels_for, Activation, Isa, Kernels, PackedMatrix};
+use std::hint::black_box;
+use std::time::Duration;
+
+const HIDDEN: [usize; 4] = [64, 256, 512, 1024];
+const BATCH: [usize; 3] = [1, 4, 16];
+
+fn tiers() -> Vec<&'static Kernels> {
+    Isa::ALL
+        .into_iter()
+        .filter(|isa| isa.is_available())
+        .filter_map(kernels_for)
+        .collect()
+}
+
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    // Small deterministic values in [-0.5, 0.5): no denormals, no saturation.
+    (0..n as u32)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) >> 8) as f32 / (1 << 24) as f32 - 0.5)
+        .collect()
+}
+
+/// Runs one group: `gates` per cell, `reference(w, h, b, xp, h_prev, out)` and
+/// `kernel(k, packed, b, xp, h_prev, out)`.
+fn group(
+    c: &mut Criterion,
+    name: &str,
+    gates: usize,
+    reference: impl Fn(&[f32], usize, usize, &[f32], &[f32], &mut [f32], &mut [f32]),
+    kernel: impl Fn(&Kernels, &PackedMatrix, usize, &[f32], &[f32], &mut [f32], &mut [f32]),
+) {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for h in HIDDEN {
+        for b in BATCH {
+            let shape = format!("H{h}xB{b}");
+            let w = data(gates * h * h, 1);
+            let packed = PackedMatrix::pack(&w, gates, h, h);
+            let xp = data(b * gates * h, 2);
+            let h_prev = data(b * h, 3);
+            let mut c_state = data(b * h, 4);
+            let mut out = vec![0.0f32; b * h];
+            g.throughput(Throughput::Elements((2 * gates * h * h * b) as u64));
+            // The scalar reference only where it finishes in reasonable time.
+            if h * b <= 4096 {
+                g.bench_function(BenchmarkId::new("reference", &shape), |bench| {
+                    bench.iter(|| reference(&w, h, b, &xp, &h_prev, &mut c_state, &mut out))
+                });
+            }
+            for k in tiers() {
+                g.bench_function(BenchmarkId::new(k.isa.name(), &shape), |bench| {
+                    bench.iter(|| kernel(k, &packed, b, &xp, &h_prev, &mut c_state, &mut out))
+                });
+            }
+            black_box(&out);
+        }
+    }
+    g.finish();
+}
+
+fn lstm(c: &mut Criterion) {
+    group(
+        c,
+        "lstm_step",
+        4,
+        |w, h, b, xp, hp, cs, out| reference_lstm_step(w, h, h, xp, hp, cs, out, b),
+        |k, p, b, xp, hp, cs, out| (k.lstm_step)(p, xp, hp, cs, out, b),
+    );
+}
+
+fn gru(c: &mut Criterion) {
+    group(
+        c,
+        "gru_step",
+        3,
+        |w, h, b, xp, hp, cs, out| reference_gru_step(w, h, &cs[..h], xp, hp, out, b),
+        |k, p, b, xp, hp, cs, out| (k.gru_step)(p, &cs[..p.rows()], xp, hp, out, b),
+    );
+}
+
+fn rnn(c: &mut Criterion) {
+    group(
+        c,
+        "rnn_step",
+        1,
+        |w, h, b, xp, hp, _, out| reference_rnn_step(w, h, Activation::Tanh, xp, hp, out, b),
+        |k, p, b, xp, hp, _, out| (k.rnn_step)(p, Activation::Tanh, xp, hp, out, b),
+    );
+}
+
+criterion_group!(benches, lstm, gru, rnn);
+criterion_main!(benches);
