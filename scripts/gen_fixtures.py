@@ -22,6 +22,10 @@ Usage (from the repository root):
                                                                    # against an independent numpy
                                                                    # float64 implementation
     ... --only NAME [NAME ...]                                     # a subset (for debugging)
+    ... --random 300 --seed 5 --out /tmp/heldout                   # random cases of the same
+                                                                   # kinds, not committed; run the
+                                                                   # parity test on them with
+                                                                   # RECUR_FIXTURES=/tmp/heldout
 
 Deterministic: each case seeds torch from a hash of its name, one thread.
 """
@@ -471,7 +475,11 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a[both] - b[both]).abs().max().item() if both.any() else 0.0
 
 
-def generate(c: Case):
+class IllConditioned(Exception):
+    pass
+
+
+def generate(c: Case, out_dir: str = FIXTURES):
     state, truth_rnn = build_module(c)
     tensors = build_inputs(c)
     expected = {k: v.double() for k, v in run_torch(truth_rnn.eval(), c, tensors, torch.float64).items()}
@@ -482,8 +490,8 @@ def generate(c: Case):
     got32 = run_torch(rnn32.eval(), c, tensors, torch.float32)
     f32_err = max(max_abs_diff(got32[k], expected[k]) for k in expected)
     if not f32_err <= F32_CONDITIONING:
-        raise SystemExit(f"{c.name}: float32 PyTorch differs from the float64 truth by {f32_err:.3g}"
-                         f" (> {F32_CONDITIONING}): ill-conditioned case")
+        raise IllConditioned(f"{c.name}: float32 PyTorch differs from the float64 truth by {f32_err:.3g}"
+                         f" (> {F32_CONDITIONING})")
     max_mag = max(
         (v[~torch.isnan(v) & ~v.isinf()].abs().max().item() if v.numel() else 0.0)
         for v in expected.values()
@@ -502,7 +510,7 @@ def generate(c: Case):
                 if b not in bad:
                     assert not torch.isnan(v.select(bdim, b)).any(), (c.name, k, b)
 
-    d = os.path.join(FIXTURES, c.name)
+    d = os.path.join(out_dir, c.name)
     os.makedirs(d, exist_ok=True)
     metadata = None
     if c.metadata:
@@ -587,8 +595,8 @@ def np_forward(mode, relu, weights, layers, bidir, x, h0, c0, lengths):
     return inp, np.stack(h_n), (np.stack(c_n) if c0 is not None else None)
 
 
-def verify(name: str) -> float:
-    d = os.path.join(FIXTURES, name)
+def verify(name: str, out_dir: str = FIXTURES) -> float:
+    d = os.path.join(out_dir, name)
     with open(os.path.join(d, "case.json")) as f:
         spec = json.load(f)
     with safe_open(os.path.join(d, "model.safetensors"), "pt") as f:
@@ -656,33 +664,97 @@ def verify(name: str) -> float:
     return worst
 
 
+def random_cases(count: int, seed: int):
+    """Random configurations of every kind the committed cases cover (for held-out style runs)."""
+    rng = np.random.default_rng(seed)
+    pick = lambda xs: xs[rng.integers(len(xs))]  # noqa: E731
+    cases = []
+    for k in range(count):
+        m = pick(MODES)
+        mode = mode_of(m)
+        hidden = int(pick([1, 2, 3, 5, 8, 16, 17, 24, 31, 33, 40, 64]))
+        batch = None if rng.random() < 0.15 else int(pick([1, 2, 3, 4, 7, 8, 9, 16, 17, 20, 33]))
+        seq = int(pick([1, 2, 3, 5, 8, 13, 30, 100]))
+        lengths = None
+        if batch is not None and rng.random() < 0.35:
+            lengths = [int(v) for v in rng.integers(1, seq + 1, size=batch)]
+        nonfinite = ()
+        if batch is not None and batch > 1 and rng.random() < 0.1:
+            nonfinite = ((int(rng.integers(seq)), int(rng.integers(batch)), 0,
+                          pick([NAN, INF, -INF])),)
+        bf = bool(rng.random() < 0.3)
+        meta = bool(rng.random() < 0.5)
+        c = Case(
+            name=f"random_{seed}_{k:04d}",
+            mode=mode,
+            input_size=int(pick([1, 2, 3, 4, 7, 13, 20, 32])),
+            hidden=hidden,
+            layers=int(pick([1, 1, 2, 3])),
+            bidir=bool(rng.random() < 0.5),
+            proj=int(rng.integers(1, hidden)) if m == "LSTM_PROJ" and hidden > 1 else 0,
+            bias=bool(rng.random() < 0.8),
+            batch=batch,
+            seq=seq,
+            batch_first=bf,
+            batch_first_via="meta" if meta else "override",
+            metadata=meta,
+            case_mode=(mode == "RNN_RELU" and not meta) or rng.random() < 0.1,
+            h0=bool(rng.random() < 0.3),
+            lengths=lengths,
+            lengths_dtype=pick(["I64", "I32"]),
+            weight_scale=float(pick([1.0, 1.0, 1.0, 2.0, 3.0])),
+            weight_dtype=pick(["F32"] * 5 + ["F64", "F16", "BF16"]),
+            input_dtype=pick(["F32"] * 5 + ["F64", "F16", "BF16"]),
+            input_scale=float(pick([1.0, 1.0, 1.0, 10.0, 100.0])),
+            nonfinite=nonfinite,
+            description=f"random case {k} (seed {seed}), {m}",
+        )
+        cases.append(c)
+    return cases
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--verify", action="store_true", help="check the committed fixtures with numpy")
     ap.add_argument("--only", nargs="*", help="case names")
+    ap.add_argument("--random", type=int, metavar="N",
+                    help="instead of the committed cases, N random ones (into --out)")
+    ap.add_argument("--seed", type=int, default=1, help="seed of --random")
+    ap.add_argument("--out", default=FIXTURES, help="output directory (default tests/fixtures)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
     names = [c.name for c in CASES]
     assert len(set(names)) == len(names), "duplicate case names"
     selected = [c for c in CASES if not args.only or c.name in args.only]
+    if args.random:
+        selected = random_cases(args.random, args.seed)
     if args.verify:
         worst = 0.0
         for c in selected:
-            err = verify(c.name)
+            if not os.path.isdir(os.path.join(args.out, c.name)):
+                continue  # a random case skipped as ill-conditioned
+            err = verify(c.name, args.out)
             print(f"{c.name:36s} numpy-vs-expected {err:9.2e}")
             if not err <= 1e-9:
                 raise SystemExit(f"{c.name}: numpy float64 disagrees with expected by {err}")
             worst = max(worst, err)
-        print(f"verified {len(selected)} cases, worst |numpy - expected| = {worst:.3g}")
+        print(f"verified {sum(os.path.isdir(os.path.join(args.out, c.name)) for c in selected)} cases, worst |numpy - expected| = {worst:.3g}")
         return
     if not args.only:
-        for entry in os.listdir(FIXTURES) if os.path.isdir(FIXTURES) else []:
-            if os.path.isdir(os.path.join(FIXTURES, entry)):
-                shutil.rmtree(os.path.join(FIXTURES, entry))
+        for entry in os.listdir(args.out) if os.path.isdir(args.out) else []:
+            if os.path.isdir(os.path.join(args.out, entry)):
+                shutil.rmtree(os.path.join(args.out, entry))
+    written = 0
     for c in selected:
-        generate(c)
-    print(f"wrote {len(selected)} cases to {FIXTURES}")
+        try:
+            generate(c, args.out)
+            written += 1
+        except IllConditioned as e:
+            if not args.random:
+                raise SystemExit(f"{e}: ill-conditioned case")
+            print(f"skipped {e}")
+    print(f"wrote {written} cases to {args.out}")
 
 
 if __name__ == "__main__":
