@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -27,6 +28,8 @@ pub mod forward;
 pub mod load;
 pub mod model;
 pub mod reference;
+pub mod session;
+pub mod streams;
 pub mod tensor;
 
 pub use config::{Config, Mode};
@@ -35,4 +38,6 @@ pub use forward::{ForwardInput, Outputs, Workspace};
 pub use load::LoadOptions;
 pub use model::{Model, StateDict};
 pub use recur_kernels::Isa;
+pub use session::{Session, SessionState};
+pub use streams::{StreamId, StreamRuntime};
 pub use tensor::{Tensor, TensorView};
