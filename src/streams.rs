@@ -307,7 +307,11 @@ impl<M: Borrow<Model>> StreamRuntime<M> {
         }
         let cfg = self.model.borrow().config();
         // (1, B, I) and batch-first (B, 1, I) are the same bytes.
-        let x_shape = if cfg.batch_first { [b, 1, i] } else { [1, b, i] };
+        let x_shape = if cfg.batch_first {
+            [b, 1, i]
+        } else {
+            [1, b, i]
+        };
         let (h_shape, c_shape) = ([s, b, w], [s, b, hid]);
         let fi = ForwardInput {
             input: TensorView {
@@ -534,9 +538,7 @@ pub fn bench_streams(
     min_rounds: usize,
 ) -> Result<StreamsBenchResult> {
     if streams == 0 {
-        return Err(Error::InvalidInput(
-            "--streams must be at least 1".into(),
-        ));
+        return Err(Error::InvalidInput("--streams must be at least 1".into()));
     }
     let cfg = &case.config;
     let model = Model::from_state_dict(cfg.clone(), &random_state_dict(cfg, 1))?;

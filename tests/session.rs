@@ -30,7 +30,10 @@ fn tiers() -> Vec<Isa> {
     let tiers: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.is_available()).collect();
     for isa in Isa::ALL {
         if !isa.is_available() {
-            eprintln!("note: kernel tier {} is not available here; skipped", isa.name());
+            eprintln!(
+                "note: kernel tier {} is not available here; skipped",
+                isa.name()
+            );
         }
     }
     tiers
@@ -54,10 +57,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         (0usize..4, 1usize..7, 1usize..20, 1usize..4, any::<bool>()),
         (any::<bool>(), any::<bool>(), 0usize..3),
         (1usize..13, 1usize..5, any::<bool>(), any::<bool>()),
-        (
-            proptest::collection::vec(1usize..6, 1..4),
-            any::<u64>(),
-        ),
+        (proptest::collection::vec(1usize..6, 1..4), any::<u64>()),
     )
         .prop_flat_map(
             |(
@@ -194,7 +194,14 @@ fn feed_uneven(model: &Model, case: &Case, b: &Built, sizes: &[usize]) -> Output
             }
             None => session.feed(view).unwrap(),
         };
-        assert_eq!(out.shape, &shape[..shape.len() - 1].iter().copied().chain([w]).collect::<Vec<_>>()[..]);
+        assert_eq!(
+            out.shape,
+            &shape[..shape.len() - 1]
+                .iter()
+                .copied()
+                .chain([w])
+                .collect::<Vec<_>>()[..]
+        );
         for row in 0..n {
             for t in 0..k {
                 let (src, dst) = if bf {
@@ -352,18 +359,28 @@ fn zero_length_rows_do_not_advance() {
     let x = Tensor::new(vec![4, 3, 3], SplitRng::new(1).vec(36, 1.0)).unwrap();
     let mut s = Session::with_batch(&m, 3).unwrap();
     let before = s.snapshot();
-    let out = s.feed_with_lengths(x.view(), &[0, 4, 2]).unwrap().data.to_vec();
+    let out = s
+        .feed_with_lengths(x.view(), &[0, 4, 2])
+        .unwrap()
+        .data
+        .to_vec();
     let full = m
         .forward(&ForwardInput::new(x.view()).with_lengths(&[1, 4, 2]))
         .unwrap();
     for t in 0..4 {
         let row = |b: usize| &out[(t * 3 + b) * 5..(t * 3 + b + 1) * 5];
         assert_eq!(row(0), &[0.0; 5], "stream 0 has no input");
-        assert_eq!(bits(row(1)), bits(&full.output.data[(t * 3 + 1) * 5..(t * 3 + 2) * 5]));
+        assert_eq!(
+            bits(row(1)),
+            bits(&full.output.data[(t * 3 + 1) * 5..(t * 3 + 2) * 5])
+        );
     }
     let h = s.h().data;
     for layer in 0..2 {
-        assert_eq!(&h[layer * 15..layer * 15 + 5], &before.h.data[layer * 15..layer * 15 + 5]);
+        assert_eq!(
+            &h[layer * 15..layer * 15 + 5],
+            &before.h.data[layer * 15..layer * 15 + 5]
+        );
         assert_eq!(
             bits(&h[layer * 15 + 5..layer * 15 + 15]),
             bits(&full.h_n.data[layer * 15 + 5..layer * 15 + 15])
@@ -411,7 +428,10 @@ fn bad_input_errors_name_the_problem() {
     assert!(e.contains("one per stream"), "{e}");
     let h = Tensor::zeros(vec![2, 2, 7]);
     let e = message(s.set_state(h.view(), None).unwrap_err());
-    assert!(e.contains("h has shape (2, 2, 7), expected (2, 2, 3)"), "{e}");
+    assert!(
+        e.contains("h has shape (2, 2, 7), expected (2, 2, 3)"),
+        "{e}"
+    );
     let h = Tensor::zeros(vec![2, 2, 3]);
     let e = message(s.set_state(h.view(), None).unwrap_err());
     assert!(e.contains("needs c"), "{e}");
@@ -471,7 +491,11 @@ fn large_shapes_match_across_paths() {
                 let one_shot = m.forward(&fi).unwrap();
                 for k in [1, 2, 5, l - 1, l] {
                     let chunked = run_chunked(&m, &fi, k).unwrap();
-                    assert_same(&chunked, &one_shot, &format!("{cfg} {} chunk {k}", isa.name()));
+                    assert_same(
+                        &chunked,
+                        &one_shot,
+                        &format!("{cfg} {} chunk {k}", isa.name()),
+                    );
                 }
             });
         }

@@ -50,7 +50,11 @@ fn check_alone(model: &Model, rec: &Record, h: &[f32], c: Option<&[f32]>, what: 
         fi = fi.with_c0(c0.view());
     }
     let alone = model.forward(&fi).unwrap();
-    assert_eq!(bits(&rec.outputs), bits(&alone.output.data), "{what}: outputs");
+    assert_eq!(
+        bits(&rec.outputs),
+        bits(&alone.output.data),
+        "{what}: outputs"
+    );
     assert_eq!(bits(h), bits(&alone.h_n.data), "{what}: h");
     assert_eq!(
         c.map(bits),
@@ -87,7 +91,11 @@ fn drive(model: &Model, seed: u64, steps: usize, max_streams: usize) -> usize {
                     let c0 = lstm.then(|| data.vec(s * hid, 1.0));
                     (rt.join_with_state(&h0, c0.as_deref()).unwrap(), h0, c0)
                 } else {
-                    (rt.join(), vec![0.0; s * w], lstm.then(|| vec![0.0; s * hid]))
+                    (
+                        rt.join(),
+                        vec![0.0; s * w],
+                        lstm.then(|| vec![0.0; s * hid]),
+                    )
                 };
                 recs.push(Record {
                     id,
@@ -108,7 +116,13 @@ fn drive(model: &Model, seed: u64, steps: usize, max_streams: usize) -> usize {
             if coin(0.05) {
                 // Leaving: check the stream first.
                 let (h, c) = (rt.h(rec.id).unwrap(), rt.c(rec.id).unwrap());
-                check_alone(model, rec, h, c, &format!("stream {k} leaving at step {step}"));
+                check_alone(
+                    model,
+                    rec,
+                    h,
+                    c,
+                    &format!("stream {k} leaving at step {step}"),
+                );
                 checked += 1;
                 rt.leave(rec.id).unwrap();
                 rec.live = false;
@@ -203,14 +217,18 @@ fn stress_threads_share_one_model() {
             num_layers: 2,
             ..Config::new(mode, 24, 64)
         };
-        let model = Arc::new(Model::from_state_dict(cfg.clone(), &random_state_dict(&cfg, 8)).unwrap());
+        let model =
+            Arc::new(Model::from_state_dict(cfg.clone(), &random_state_dict(&cfg, 8)).unwrap());
         let threads: Vec<_> = (0..6u64)
             .map(|t| {
                 let model = Arc::clone(&model);
                 std::thread::spawn(move || {
                     let run = || drive(&model, 100 + t, 150, 150);
                     if t % 2 == 0 {
-                        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(1)
+                            .build()
+                            .unwrap();
                         pool.install(run)
                     } else {
                         run()
@@ -248,7 +266,10 @@ fn handles_and_errors() {
     assert!(rt.h(a).is_err());
     let e = rt.set_state(b, &[0.0; 4], None).unwrap_err().to_string();
     assert!(e.contains("needs c"), "{e}");
-    let e = rt.set_state(b, &[0.0; 3], Some(&[0.0; 4])).unwrap_err().to_string();
+    let e = rt
+        .set_state(b, &[0.0; 3], Some(&[0.0; 4]))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("h has 3 values"), "{e}");
     assert!(rt.join_with_state(&[0.0; 4], Some(&[0.0; 5])).is_err());
     assert_eq!(rt.len(), 1);
