@@ -24,28 +24,42 @@ use crate::simd::Simd;
 use crate::step::{check_step_blocks, Activation};
 use crate::vecmath::{relu, sigmoid::sigmoid, tanh::tanh};
 
-/// `W h` for one block: `acc[r][g][v]` is gate `g`, unit vector `v0 + v` of the block, row `r`,
-/// summed over `k = 0..K` in order with one `mul_add` per term.
+/// Software prefetch distance in floats (0: none). The weights are read strictly in order, which
+/// the hardware prefetchers follow; a software prefetch 4 KiB ahead measured no clear gain on the
+/// AVX2 machine this was tuned on (a loaded 2-core Zen 3), so it is off.
+const PREFETCH: usize = 0;
+
+/// The most unit vectors a block can hold (`BLOCK / LANES` with `LANES >= 8`).
+const MAX_VECTORS: usize = BLOCK / 8;
+
+/// `W h` for part of one block: `acc[r][g][v]` is gate `g0 + g`, unit vector `v0 + v` of the
+/// block, row `r`, summed over `k = 0..K` in order with one `mul_add` per term.
 ///
 /// `wb` is the packed block (`K * G * BLOCK` floats), `h[r]` row `r` of `h_prev` (`K` floats).
 /// (No closures in the hot code: a closure is compiled without the caller's target features, so
 /// it must not be left un-inlined.)
 #[inline(always)]
-fn accumulate<S: Simd, const G: usize, const R: usize, const NV: usize>(
+fn accumulate<S: Simd, const G: usize, const GP: usize, const R: usize, const NV: usize>(
     s: S,
     wb: &[f32],
     h: [&[f32]; R],
-    v0: usize,
-) -> [[[S::V; NV]; G]; R] {
-    let mut acc = [[[s.zero(); NV]; G]; R];
+    (g0, v0): (usize, usize),
+    ahead: &[f32],
+) -> [[[S::V; NV]; GP]; R] {
+    let mut acc = [[[s.zero(); NV]; GP]; R];
     for (kk, wk) in wb.chunks_exact(G * BLOCK).enumerate() {
+        if PREFETCH > 0 {
+            for l in 0..G {
+                s.prefetch(ahead.get(kk * G * BLOCK + l * BLOCK..).unwrap_or(&[]));
+            }
+        }
         let mut hk = [s.zero(); R];
         for r in 0..R {
             hk[r] = s.splat(h[r][kk]);
         }
-        for g in 0..G {
+        for g in 0..GP {
             for v in 0..NV {
-                let wv = s.load(&wk[g * BLOCK + (v0 + v) * S::LANES..]);
+                let wv = s.load(&wk[(g0 + g) * BLOCK + (v0 + v) * S::LANES..]);
                 for r in 0..R {
                     acc[r][g][v] = s.mul_add(wv, hk[r], acc[r][g][v]);
                 }
@@ -61,10 +75,16 @@ trait Epilogue<S: Simd, const G: usize> {
     fn apply(&mut self, s: S, r: usize, u: usize, n: usize, acc: [S::V; G]);
 }
 
-/// Accumulates block `j` for the rows `r0..r0 + R`, in passes of `NV` unit vectors, and hands
-/// every vector holding real units to `epilogue`.
+/// Accumulates block `j` for the rows `r0..r0 + R` in passes over `GP` gates and `NV` unit
+/// vectors each, then hands every vector holding real units to `epilogue`.
+///
+/// A pass reads only its gates' weights: with `NV` covering the whole block, a pass over `GP`
+/// gates reads whole cache lines (each gate's `BLOCK` weights of one `k` are one 64-byte line),
+/// so splitting the gates into passes fetches each line once; the gate sums of earlier passes
+/// wait in a small stack array. Splitting the unit vectors instead halves the accumulators too,
+/// but every pass then touches every line.
 #[inline(always)]
-fn block_tile<S: Simd, const G: usize, const R: usize, const NV: usize>(
+fn block_tile<S: Simd, const G: usize, const R: usize, const GP: usize, const NV: usize>(
     s: S,
     w: &PackedMatrix,
     j: usize,
@@ -74,35 +94,56 @@ fn block_tile<S: Simd, const G: usize, const R: usize, const NV: usize>(
 ) {
     let (units, k) = (w.rows(), w.cols());
     let wb = w.block(j);
+    let ahead = w.data().get(j * wb.len() + PREFETCH..).unwrap_or(&[]);
     let mut h: [&[f32]; R] = [&[]; R];
     for (r, hr) in h.iter_mut().enumerate() {
         *hr = &h_prev[(r0 + r) * k..][..k];
     }
-    let vectors = BLOCK / S::LANES;
+    // Unit vectors of this block that hold real units.
+    let vectors = (units - j * BLOCK).min(BLOCK).div_ceil(S::LANES);
+    let mut sums = [[[s.zero(); MAX_VECTORS]; G]; R];
     let mut v0 = 0;
-    while v0 < vectors && j * BLOCK + v0 * S::LANES < units {
-        let acc = accumulate::<S, G, R, NV>(s, wb, h, v0);
-        for (r, acc_r) in acc.iter().enumerate() {
-            for v in 0..NV {
-                let u = j * BLOCK + (v0 + v) * S::LANES;
-                if u >= units {
-                    break;
+    while v0 < vectors {
+        let mut g0 = 0;
+        while g0 < G {
+            let acc = accumulate::<S, G, GP, R, NV>(s, wb, h, (g0, v0), ahead);
+            for r in 0..R {
+                for g in 0..GP {
+                    for v in 0..NV {
+                        if v0 + v < MAX_VECTORS {
+                            sums[r][g0 + g][v0 + v] = acc[r][g][v];
+                        }
+                    }
                 }
-                let mut gates = [s.zero(); G];
-                for (gate, a) in gates.iter_mut().zip(acc_r) {
-                    *gate = a[v];
-                }
-                epilogue.apply(s, r0 + r, u, S::LANES.min(units - u), gates);
             }
+            g0 += GP;
         }
         v0 += NV;
     }
+    for (r, sums_r) in sums.iter().enumerate() {
+        for v in 0..vectors {
+            let u = j * BLOCK + v * S::LANES;
+            let mut gates = [s.zero(); G];
+            for (gate, sum) in gates.iter_mut().zip(sums_r) {
+                *gate = sum[v];
+            }
+            epilogue.apply(s, r0 + r, u, S::LANES.min(units - u), gates);
+        }
+    }
 }
 
-/// Runs every block of `blocks` over all rows: tiles of `R` rows (passes of `NVR` vectors),
-/// then the remaining rows one at a time (passes of `NV1` vectors).
+/// Runs every block of `blocks` over all rows: tiles of `R` rows (passes of `GPR` gates and
+/// `NVR` vectors), then the remaining rows one at a time (passes of `GP1` gates, `NV1` vectors).
 #[inline(always)]
-fn run<S: Simd, const G: usize, const R: usize, const NVR: usize, const NV1: usize>(
+fn run<
+    S: Simd,
+    const G: usize,
+    const R: usize,
+    const GPR: usize,
+    const NVR: usize,
+    const GP1: usize,
+    const NV1: usize,
+>(
     s: S,
     w: &PackedMatrix,
     blocks: Range<usize>,
@@ -110,16 +151,17 @@ fn run<S: Simd, const G: usize, const R: usize, const NVR: usize, const NV1: usi
     rows: usize,
     epilogue: &mut impl Epilogue<S, G>,
 ) {
+    const { assert!(G % GPR == 0 && G % GP1 == 0, "gate passes must divide G") };
     for j in blocks {
         let mut r0 = 0;
         if R > 1 {
             while r0 + R <= rows {
-                block_tile::<S, G, R, NVR>(s, w, j, h_prev, r0, epilogue);
+                block_tile::<S, G, R, GPR, NVR>(s, w, j, h_prev, r0, epilogue);
                 r0 += R;
             }
         }
         while r0 < rows {
-            block_tile::<S, G, 1, NV1>(s, w, j, h_prev, r0, epilogue);
+            block_tile::<S, G, 1, GP1, NV1>(s, w, j, h_prev, r0, epilogue);
             r0 += 1;
         }
     }
@@ -168,7 +210,14 @@ impl<S: Simd> Epilogue<S, 4> for LstmCell<'_> {
 /// LSTM step over `blocks` of `w` (see [`crate::step::LstmStepBlocksFn`] for the contract).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) fn lstm_step_blocks<S: Simd, const R: usize, const NVR: usize, const NV1: usize>(
+pub(crate) fn lstm_step_blocks<
+    S: Simd,
+    const R: usize,
+    const GPR: usize,
+    const NVR: usize,
+    const GP1: usize,
+    const NV1: usize,
+>(
     s: S,
     w: &PackedMatrix,
     xp: &[f32],
@@ -197,7 +246,7 @@ pub(crate) fn lstm_step_blocks<S: Simd, const R: usize, const NVR: usize, const 
         u_begin: units.start,
         nu: units.len(),
     };
-    run::<S, 4, R, NVR, NV1>(s, w, blocks, h_prev, rows, &mut cell);
+    run::<S, 4, R, GPR, NVR, GP1, NV1>(s, w, blocks, h_prev, rows, &mut cell);
 }
 
 /// The GRU epilogue: `r,z = σ(xp + acc)`, `n = tanh(xp_n + r*(acc_n + b_hn))`,
@@ -239,7 +288,14 @@ impl<S: Simd> Epilogue<S, 3> for GruCell<'_> {
 /// GRU step over `blocks` of `w` (see [`crate::step::GruStepBlocksFn`] for the contract).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) fn gru_step_blocks<S: Simd, const R: usize, const NVR: usize, const NV1: usize>(
+pub(crate) fn gru_step_blocks<
+    S: Simd,
+    const R: usize,
+    const GPR: usize,
+    const NVR: usize,
+    const GP1: usize,
+    const NV1: usize,
+>(
     s: S,
     w: &PackedMatrix,
     b_hn: &[f32],
@@ -272,7 +328,7 @@ pub(crate) fn gru_step_blocks<S: Simd, const R: usize, const NVR: usize, const N
         u_begin: units.start,
         nu: units.len(),
     };
-    run::<S, 3, R, NVR, NV1>(s, w, blocks, h_prev, rows, &mut cell);
+    run::<S, 3, R, GPR, NVR, GP1, NV1>(s, w, blocks, h_prev, rows, &mut cell);
 }
 
 /// The RNN epilogue: `h' = act(xp + acc)`.
@@ -307,7 +363,14 @@ impl<S: Simd> Epilogue<S, 1> for RnnCell<'_> {
 /// RNN step over `blocks` of `w` (see [`crate::step::RnnStepBlocksFn`]): `h' = act(xp + acc)`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) fn rnn_step_blocks<S: Simd, const R: usize, const NVR: usize, const NV1: usize>(
+pub(crate) fn rnn_step_blocks<
+    S: Simd,
+    const R: usize,
+    const GPR: usize,
+    const NVR: usize,
+    const GP1: usize,
+    const NV1: usize,
+>(
     s: S,
     w: &PackedMatrix,
     act: Activation,
@@ -336,7 +399,7 @@ pub(crate) fn rnn_step_blocks<S: Simd, const R: usize, const NVR: usize, const N
         u_begin: units.start,
         nu: units.len(),
     };
-    run::<S, 1, R, NVR, NV1>(s, w, blocks, h_prev, rows, &mut cell);
+    run::<S, 1, R, GPR, NVR, GP1, NV1>(s, w, blocks, h_prev, rows, &mut cell);
 }
 
 /// The projection epilogue: `out = acc`.
@@ -359,7 +422,14 @@ impl<S: Simd> Epilogue<S, 1> for ProjectOut<'_> {
 
 /// Projection over `blocks` of `w` (see [`crate::step::ProjectBlocksFn`]): `out = W x`.
 #[inline(always)]
-pub(crate) fn project_blocks<S: Simd, const R: usize, const NVR: usize, const NV1: usize>(
+pub(crate) fn project_blocks<
+    S: Simd,
+    const R: usize,
+    const GPR: usize,
+    const NVR: usize,
+    const GP1: usize,
+    const NV1: usize,
+>(
     s: S,
     w: &PackedMatrix,
     x: &[f32],
@@ -373,7 +443,7 @@ pub(crate) fn project_blocks<S: Simd, const R: usize, const NVR: usize, const NV
         u_begin: units.start,
         nu: units.len(),
     };
-    run::<S, 1, R, NVR, NV1>(s, w, blocks, x, rows, &mut cell);
+    run::<S, 1, R, GPR, NVR, GP1, NV1>(s, w, blocks, x, rows, &mut cell);
 }
 
 /// `y[i] = f(x[i])` over slices of any length (the last partial vector through a stack buffer).

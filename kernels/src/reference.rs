@@ -38,6 +38,7 @@ pub fn reference_matvec(w: &[f32], m: usize, k: usize, x: &[f32], y: &mut [f32],
 }
 
 /// Reference LSTM step; `w_hh` is `(4H, K)` row-major, gate order i, f, g, o.
+#[allow(clippy::too_many_arguments)]
 pub fn reference_lstm_step(
     w_hh: &[f32],
     h: usize,

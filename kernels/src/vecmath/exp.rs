@@ -16,22 +16,24 @@ use crate::simd::Simd;
 
 /// `log2(e)`.
 const LOG2E: f32 = std::f32::consts::LOG2_E;
-/// High part of `ln 2`: 9 significant bits, so `n * LN2_HI` is exact for `|n| < 2^15`.
-const LN2_HI: f32 = 0.693_359_375;
+/// High part of `ln 2`, `0.693359375` exactly: 9 significant bits, so `n * LN2_HI` is exact
+/// for `|n| < 2^15`.
+const LN2_HI: f32 = f32::from_bits(0x3f31_8000);
 /// `ln 2 - LN2_HI`.
 const LN2_LO: f32 = -2.121_944_4e-4;
 /// Below this, `e^x` rounds to zero (`e^-104 < 2^-150`).
 const X_MIN: f32 = -104.0;
 /// Above this, `e^x` overflows to inf (`ln f32::MAX = 88.7228`); `round(88.8 / ln2) = 128`.
 const X_MAX: f32 = 88.8;
-/// Cephes `expf` coefficients of `P(r)`, highest degree first.
+/// Cephes `expf` coefficients of `P(r)`, highest degree first (the decimal values of `expf.c`
+/// rounded to f32; its `5.0000001201E-1` rounds to `0.5`).
 const P: [f32; 6] = [
     1.987_569_2e-4,
     1.398_199_9e-3,
     8.333_452e-3,
     4.166_579_6e-2,
     1.666_666_5e-1,
-    5.000_000_1e-1,
+    0.5,
 ];
 
 /// `e^x` per lane. Inputs below -104 give `+0`, above 88.8 `+inf`; a NaN lane gives an

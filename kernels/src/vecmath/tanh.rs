@@ -19,13 +19,14 @@ use crate::simd::Simd;
 
 /// Below this `|x|`, the polynomial; above, the exponential form.
 const SMALL: f32 = 0.625;
-/// Cephes `tanhf` coefficients of `Q(z)`, `z = x^2`, highest degree first.
+/// Cephes `tanhf` coefficients of `Q(z)`, `z = x^2`, highest degree first (the decimal values
+/// of `tanhf.c` rounded to f32).
 const Q: [f32; 5] = [
     -5.704_988_7e-3,
-    2.063_908_9e-2,
+    2.063_909e-2,
     -5.373_971_6e-2,
     1.333_144_2e-1,
-    -3.333_328_2e-1,
+    -3.333_328e-1,
 ];
 
 /// `tanh(x)` per lane.
