@@ -353,6 +353,14 @@ fn demo() -> Result<(), CliError> {
         let (shape, values) = read_f64_tensors(&input_bytes, &input_path, &["input"])?.remove(0);
         Tensor::new(shape, values.into_iter().map(|v| v as f32).collect())?
     };
+    if input.shape.len() != 3 || cfg.batch_first {
+        return Err(format!(
+            "{}: the demo expects a seq-major (L, N, I) input, found shape {:?}",
+            input_path.display(),
+            input.shape
+        )
+        .into());
+    }
     let labels = st
         .tensor("labels")
         .ok()
