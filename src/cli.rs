@@ -228,11 +228,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, CliError> {
 type F64Tensor = (Vec<usize>, Vec<f64>);
 
 /// The named tensors of a safetensors file.
-fn read_f64_tensors(
-    bytes: &[u8],
-    file: &Path,
-    names: &[&str],
-) -> Result<Vec<F64Tensor>, CliError> {
+fn read_f64_tensors(bytes: &[u8], file: &Path, names: &[&str]) -> Result<Vec<F64Tensor>, CliError> {
     let st = parse_safetensors(bytes).map_err(|why| format!("{}: {why}", file.display()))?;
     names
         .iter()
