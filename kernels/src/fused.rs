@@ -13,6 +13,10 @@
 //! the element-wise epilogue. So a row's result does not depend on `R`, `NV`, the number of rows
 //! in the call, or the block range (SPEC §4: bit-identical for any batch split and thread count).
 //!
+//! The weights are read strictly in order (block after block, `k` after `k`), which the hardware
+//! prefetchers follow; a software prefetch 4 KiB ahead measured no clear gain on the AVX2 machine
+//! this was tuned on (a loaded 2-core Zen 3), so there is none.
+//!
 //! Tails: the last block's padding units have zero weights and are never read from `xp` or
 //! written to the outputs (partial loads and stores through a small stack buffer); rows that do
 //! not fill a tile of `R` run one at a time.
@@ -23,11 +27,6 @@ use crate::pack::{PackedMatrix, BLOCK};
 use crate::simd::Simd;
 use crate::step::{check_step_blocks, Activation};
 use crate::vecmath::{relu, sigmoid::sigmoid, tanh::tanh};
-
-/// Software prefetch distance in floats (0: none). The weights are read strictly in order, which
-/// the hardware prefetchers follow; a software prefetch 4 KiB ahead measured no clear gain on the
-/// AVX2 machine this was tuned on (a loaded 2-core Zen 3), so it is off.
-const PREFETCH: usize = 0;
 
 /// The most unit vectors a block can hold (`BLOCK / LANES` with `LANES >= 8`).
 const MAX_VECTORS: usize = BLOCK / 8;
@@ -44,15 +43,9 @@ fn accumulate<S: Simd, const G: usize, const GP: usize, const R: usize, const NV
     wb: &[f32],
     h: [&[f32]; R],
     (g0, v0): (usize, usize),
-    ahead: &[f32],
 ) -> [[[S::V; NV]; GP]; R] {
     let mut acc = [[[s.zero(); NV]; GP]; R];
     for (kk, wk) in wb.chunks_exact(G * BLOCK).enumerate() {
-        if PREFETCH > 0 {
-            for l in 0..G {
-                s.prefetch(ahead.get(kk * G * BLOCK + l * BLOCK..).unwrap_or(&[]));
-            }
-        }
         let mut hk = [s.zero(); R];
         for r in 0..R {
             hk[r] = s.splat(h[r][kk]);
@@ -94,7 +87,6 @@ fn block_tile<S: Simd, const G: usize, const R: usize, const GP: usize, const NV
 ) {
     let (units, k) = (w.rows(), w.cols());
     let wb = w.block(j);
-    let ahead = w.data().get(j * wb.len() + PREFETCH..).unwrap_or(&[]);
     let mut h: [&[f32]; R] = [&[]; R];
     for (r, hr) in h.iter_mut().enumerate() {
         *hr = &h_prev[(r0 + r) * k..][..k];
@@ -106,7 +98,7 @@ fn block_tile<S: Simd, const G: usize, const R: usize, const GP: usize, const NV
     while v0 < vectors {
         let mut g0 = 0;
         while g0 < G {
-            let acc = accumulate::<S, G, GP, R, NV>(s, wb, h, (g0, v0), ahead);
+            let acc = accumulate::<S, G, GP, R, NV>(s, wb, h, (g0, v0));
             for r in 0..R {
                 for g in 0..GP {
                     for v in 0..NV {
@@ -151,7 +143,12 @@ fn run<
     rows: usize,
     epilogue: &mut impl Epilogue<S, G>,
 ) {
-    const { assert!(G % GPR == 0 && G % GP1 == 0, "gate passes must divide G") };
+    const {
+        assert!(
+            G.is_multiple_of(GPR) && G.is_multiple_of(GP1),
+            "gate passes must divide G"
+        )
+    };
     for j in blocks {
         let mut r0 = 0;
         if R > 1 {

@@ -30,28 +30,24 @@ impl Isa {
         }
     }
 
-    /// Parses a tier name (`portable`, `avx2`, `avx512`).
+    /// Parses a tier name (`portable`, `avx2`, `avx512`; surrounding blanks and ASCII case
+    /// ignored).
     pub fn from_name(name: &str) -> Option<Isa> {
-        Isa::ALL.into_iter().find(|isa| isa.name() == name.trim())
+        let name = name.trim();
+        Isa::ALL
+            .into_iter()
+            .find(|isa| isa.name().eq_ignore_ascii_case(name))
     }
 
     /// Whether this CPU can run the tier's instructions.
     pub fn cpu_supports(self) -> bool {
         match self {
             Isa::Portable => true,
+            // Exactly the checks the tiers' tokens make before running (see `tiers.rs`).
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => {
-                std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-            }
+            Isa::Avx2 => crate::simd::avx2::Avx2::new().is_some(),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => {
-                std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx512bw")
-                    && std::arch::is_x86_feature_detected!("avx512dq")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-                    && std::arch::is_x86_feature_detected!("fma")
-            }
+            Isa::Avx512 => crate::simd::avx512::Avx512::new().is_some(),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }

@@ -126,11 +126,4 @@ unsafe impl Simd for Avx2 {
             _mm256_mul_ps(_mm256_mul_ps(x, p1), p2)
         }
     }
-    #[inline(always)]
-    fn prefetch(self, x: &[f32]) {
-        if let Some(first) = x.first() {
-            // SAFETY: a prefetch is a hint that never faults; the pointer is in bounds anyway.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>((first as *const f32).cast()) }
-        }
-    }
 }

@@ -21,8 +21,8 @@ impl Avx512 {
 }
 
 // SAFETY (for every `unsafe` block below): a value of `Avx512` exists only after `Avx512::new`
-// checked that the CPU has AVX-512 F/BW/DQ/VL and FMA; these intrinsics need AVX-512F (and SSE
-// for the prefetch). Loads and stores check the slice length (16) first. `LANES = 16 = BLOCK`.
+// checked that the CPU has AVX-512 F/BW/DQ/VL and FMA; these intrinsics need AVX-512F.
+// Loads and stores check the slice length (16) first. `LANES = 16 = BLOCK`.
 unsafe impl Simd for Avx512 {
     type V = __m512;
     type M = __mmask16;
@@ -123,12 +123,5 @@ unsafe impl Simd for Avx512 {
         // `vscalefps` computes x * 2^floor(n) with one rounding, denormals and overflow included.
         // SAFETY: see the impl comment.
         unsafe { _mm512_scalef_ps(x, n) }
-    }
-    #[inline(always)]
-    fn prefetch(self, x: &[f32]) {
-        if let Some(first) = x.first() {
-            // SAFETY: a prefetch is a hint that never faults; the pointer is in bounds anyway.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>((first as *const f32).cast()) }
-        }
     }
 }

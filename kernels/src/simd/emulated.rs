@@ -104,6 +104,4 @@ unsafe impl Simd for Emulated16 {
         // Exact in f64 (its exponent range covers 2^-150), then one rounding to f32.
         map2(x, n, |x, n| (f64::from(x) * 2f64.powi(n as i32)) as f32)
     }
-    #[inline(always)]
-    fn prefetch(self, _x: &[f32]) {}
 }

@@ -82,9 +82,6 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     /// below `f32::MIN_POSITIVE` are correctly rounded denormals (or zero), above `f32::MAX` inf.
     fn scale_pow2(self, x: Self::V, n: Self::V) -> Self::V;
 
-    /// A hint to bring the cache line holding `x[0]` closer; `x` may be empty (no effect).
-    fn prefetch(self, x: &[f32]);
-
     /// All lanes `0.0`.
     #[inline(always)]
     fn zero(self) -> Self::V {

@@ -105,6 +105,4 @@ unsafe impl Simd for Portable {
         let p2: f32x8 = wide::bytemuck::cast((n2 + bias) << 23);
         x * p1 * p2
     }
-    #[inline(always)]
-    fn prefetch(self, _x: &[f32]) {}
 }
