@@ -550,42 +550,22 @@ pub fn bench_streams(
         let at = (stream + round) % POOL;
         &inputs[at * i..(at + 1) * i]
     };
-    let run_for = |mut round_fn: Box<dyn FnMut(usize, &mut Vec<f64>) -> Result<()> + '_>| {
-        let mut lat = Vec::new();
-        let warm = Instant::now();
-        let mut round = 0;
-        while round < 2 || warm.elapsed() < min_time / 10 {
-            round_fn(round, &mut lat)?;
-            round += 1;
-        }
-        lat.clear();
-        let start = Instant::now();
-        let mut rounds = 0;
-        while rounds < min_rounds || start.elapsed() < min_time {
-            round_fn(round, &mut lat)?;
-            round += 1;
-            rounds += 1;
-        }
-        Ok::<_, Error>((lat, rounds * streams, start.elapsed().as_secs_f64()))
-    };
-
     let mut sessions = (0..streams)
         .map(|_| Session::new(&model))
         .collect::<Result<Vec<_>>>()?;
-    let (lat, steps, secs) = run_for(Box::new(|round, lat| {
+    let single = timed_rounds(min_time, min_rounds, streams, |round, lat| {
         for (k, session) in sessions.iter_mut().enumerate() {
             let t = Instant::now();
             std::hint::black_box(session.step(x_of(k, round))?);
             lat.push(t.elapsed().as_secs_f64());
         }
         Ok(())
-    }))?;
-    let single = StepTimes::from_latencies(lat, steps, secs);
+    })?;
     drop(sessions);
 
     let mut rt = StreamRuntime::with_capacity(&model, streams)?;
     let ids: Vec<StreamId> = (0..streams).map(|_| rt.join()).collect();
-    let (lat, steps, secs) = run_for(Box::new(|round, lat| {
+    let batched = timed_rounds(min_time, min_rounds, streams, |round, lat| {
         let t = Instant::now();
         for (k, &id) in ids.iter().enumerate() {
             rt.push(id, x_of(k, round))?;
@@ -593,8 +573,7 @@ pub fn bench_streams(
         std::hint::black_box(rt.step()?);
         lat.push(t.elapsed().as_secs_f64());
         Ok(())
-    }))?;
-    let batched = StepTimes::from_latencies(lat, steps, secs);
+    })?;
 
     let weight_bytes = model.recurrent_weight_bytes()
         + (0..cfg.num_layers)
@@ -612,4 +591,31 @@ pub fn bench_streams(
         batched,
         weight_bytes,
     })
+}
+
+/// Runs `round` (which steps every stream once and records call latencies, in seconds) through
+/// a warm-up of a tenth of `min_time`, then for at least `min_time` and `min_rounds` rounds.
+fn timed_rounds(
+    min_time: Duration,
+    min_rounds: usize,
+    streams: usize,
+    mut round: impl FnMut(usize, &mut Vec<f64>) -> Result<()>,
+) -> Result<StepTimes> {
+    let mut lat = Vec::new();
+    let warm = Instant::now();
+    let mut r = 0;
+    while r < 2 || warm.elapsed() < min_time / 10 {
+        round(r, &mut lat)?;
+        r += 1;
+    }
+    lat.clear();
+    let start = Instant::now();
+    let mut rounds = 0;
+    while rounds < min_rounds.max(1) || start.elapsed() < min_time {
+        round(r, &mut lat)?;
+        r += 1;
+        rounds += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(StepTimes::from_latencies(lat, rounds * streams, secs))
 }
