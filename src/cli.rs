@@ -42,6 +42,50 @@ pub enum Command {
     Run(RunArgs),
     /// Prints the configuration read from a model file and the SIMD tier in use.
     Info(InfoArgs),
+    /// Times the standard suite (or one case of it, or a custom shape) with random weights.
+    Bench(BenchArgs),
+}
+
+/// Arguments of `recur bench`: a suite case (`--case`), every suite case (no shape flags), or a
+/// custom shape (`--mode` with the shape flags).
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Only this case of the standard suite (e.g. `lstm_stream_b1`).
+    #[arg(long, value_name = "NAME", conflicts_with = "mode")]
+    pub case: Option<String>,
+    /// Worker threads (0 or absent: one per core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// One JSON line per case: name, threads, median_ms, min_ms, gflops, isa.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds of timed runs per case (after warm-up); at least 5 runs are made.
+    #[arg(long, value_name = "S", default_value_t = 1.0)]
+    pub seconds: f64,
+    /// Custom shape: the mode (LSTM, GRU, RNN_TANH, RNN_RELU).
+    #[arg(long, value_parser = parse_mode, value_name = "MODE")]
+    pub mode: Option<Mode>,
+    /// Custom shape: input_size.
+    #[arg(long, requires = "mode", default_value_t = 80)]
+    pub input_size: usize,
+    /// Custom shape: hidden_size.
+    #[arg(long, requires = "mode", default_value_t = 512)]
+    pub hidden_size: usize,
+    /// Custom shape: num_layers.
+    #[arg(long, requires = "mode", default_value_t = 1)]
+    pub num_layers: usize,
+    /// Custom shape: bidirectional.
+    #[arg(long, requires = "mode")]
+    pub bidirectional: bool,
+    /// Custom shape: proj_size (LSTM; 0 for none).
+    #[arg(long, requires = "mode", default_value_t = 0)]
+    pub proj_size: usize,
+    /// Custom shape: batch size.
+    #[arg(long, requires = "mode", default_value_t = 1)]
+    pub batch: usize,
+    /// Custom shape: sequence length.
+    #[arg(long, requires = "mode", default_value_t = 100)]
+    pub seq_len: usize,
 }
 
 /// Which model to load and how.
@@ -134,6 +178,7 @@ pub fn execute(cli: &Cli) -> Result<(), CliError> {
     match &cli.command {
         Some(Command::Run(args)) => run(args),
         Some(Command::Info(args)) => info(args),
+        Some(Command::Bench(args)) => bench(args),
         None => demo(),
     }
 }
@@ -164,6 +209,107 @@ fn with_threads<R: Send>(
             Ok(pool.install(f))
         }
     }
+}
+
+/// Largest custom bench shape, in floats of weights or activations, so that a typo cannot ask
+/// for more memory than the machine has.
+const MAX_BENCH_FLOATS: usize = 1 << 31;
+
+fn bench(args: &BenchArgs) -> Result<(), CliError> {
+    use crate::bench::{run_case, standard_suite, BenchCase};
+    if !(args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= 3600.0) {
+        return Err(format!("--seconds {} must be in (0, 3600]", args.seconds).into());
+    }
+    let cases: Vec<BenchCase> = match (&args.mode, &args.case) {
+        (Some(mode), _) => {
+            let config = Config {
+                mode: *mode,
+                input_size: args.input_size,
+                hidden_size: args.hidden_size,
+                num_layers: args.num_layers,
+                bias: true,
+                batch_first: false,
+                bidirectional: args.bidirectional,
+                proj_size: args.proj_size,
+            };
+            config.validate()?;
+            if args.batch == 0 || args.seq_len == 0 {
+                return Err("--batch and --seq-len must be at least 1".into());
+            }
+            let activations = args.seq_len.checked_mul(args.batch).and_then(|v| {
+                v.checked_mul(config.gates() * config.hidden_size + config.input_size)
+            });
+            let weights = (config.gates() * config.hidden_size).checked_mul(
+                config
+                    .input_size
+                    .max(config.output_hidden() * config.directions())
+                    + config.hidden_size,
+            );
+            match (activations, weights) {
+                (Some(a), Some(w)) if a <= MAX_BENCH_FLOATS && w <= MAX_BENCH_FLOATS => {}
+                _ => return Err("the custom bench shape is too large for this machine".into()),
+            }
+            let name = format!(
+                "custom_{}_i{}_h{}_l{}{}{}_b{}_s{}",
+                mode.name().to_ascii_lowercase(),
+                args.input_size,
+                args.hidden_size,
+                args.num_layers,
+                if args.bidirectional { "_bi" } else { "" },
+                if args.proj_size > 0 {
+                    format!("_p{}", args.proj_size)
+                } else {
+                    String::new()
+                },
+                args.batch,
+                args.seq_len
+            );
+            vec![BenchCase {
+                name,
+                config,
+                batch: args.batch,
+                seq_len: args.seq_len,
+            }]
+        }
+        (None, Some(name)) => {
+            let suite = standard_suite()?;
+            let names: Vec<&str> = suite.iter().map(|c| c.name.as_str()).collect();
+            match suite.iter().find(|c| &c.name == name) {
+                Some(c) => vec![c.clone()],
+                None => {
+                    return Err(format!(
+                        "no suite case named {name:?} (the suite has: {})",
+                        names.join(", ")
+                    )
+                    .into())
+                }
+            }
+        }
+        (None, None) => standard_suite()?,
+    };
+    let min_time = std::time::Duration::from_secs_f64(args.seconds);
+    if !args.json {
+        print("| case | threads | isa | median ms | min ms | GFLOP/s | runs |\n|---|---|---|---|---|---|---|\n")?;
+    }
+    for case in &cases {
+        let r = with_threads(args.threads, || run_case(case, min_time, 5))??;
+        let line = if args.json {
+            format!("{}\n", r.json())
+        } else {
+            format!(
+                "| {} | {} | {} | {:.3} | {:.3} | {:.2} | {} |\n",
+                case.name,
+                r.threads,
+                r.isa,
+                r.median_ms,
+                r.min_ms,
+                r.gflops(),
+                r.runs
+            )
+        };
+        print(&line)?;
+    }
+    Ok(())
 }
 
 fn run(args: &RunArgs) -> Result<(), CliError> {

@@ -495,11 +495,10 @@ impl Model {
                     "LSTM was given c0 without h0: pass both initial states or neither".into(),
                 ))
             }
-            (Mode::Lstm, true, Some(c0)) => {
-                if !state_ok(&c0, cfg.hidden_size) {
-                    return Err(shape_err("c0", c0.shape, &state_want(cfg.hidden_size)));
-                }
+            (Mode::Lstm, true, Some(c0)) if !state_ok(&c0, cfg.hidden_size) => {
+                return Err(shape_err("c0", c0.shape, &state_want(cfg.hidden_size)));
             }
+            (Mode::Lstm, true, Some(_)) => {}
             (mode, _, Some(_)) => {
                 return Err(Error::InvalidInput(format!(
                     "c0 was given, but {mode} has no cell state (only LSTM takes c0)"
