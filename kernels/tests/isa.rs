@@ -161,6 +161,12 @@ fn recur_isa_forces_the_selected_tier() {
             .env("RECUR_ISA_TEST_EXPECT", &expect)
             .output()
             .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !stdout.contains("running 1 test") {
+            // Under qemu-user without binfmt_misc the test binary cannot start itself again.
+            eprintln!("cannot re-run the test binary here ({stdout:?}): skipping");
+            return;
+        }
         assert!(
             out.status.success(),
             "RECUR_ISA={value:?} (expecting {expect}): {}",
