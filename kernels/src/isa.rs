@@ -8,12 +8,12 @@ use std::sync::OnceLock;
 /// Ordered from the most portable to the fastest: `Isa::Portable < Isa::Avx2 < Isa::Avx512`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Isa {
-    /// Plain Rust that the compiler vectorizes for the build target (SSE2 on generic x86-64,
-    /// NEON on aarch64). Runs everywhere.
+    /// `wide::f32x8`, whose instructions are chosen when the crate is compiled (SSE2 on a
+    /// generic x86-64 build, NEON on aarch64, more with `-C target-cpu`). Runs everywhere.
     Portable,
     /// x86-64-v3: AVX2 and FMA.
     Avx2,
-    /// x86-64-v4: AVX-512 F/BW/DQ/VL.
+    /// x86-64-v4: AVX-512 F/BW/DQ/VL (and FMA).
     Avx512,
 }
 

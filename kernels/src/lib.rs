@@ -6,11 +6,11 @@
 //! - [`isa`]: the instruction-set tiers, detected once and cached, forced with `RECUR_ISA`.
 //! - [`pack`]: [`PackedMatrix`], recurrent weights packed once at load in gate-interleaved blocks.
 //! - [`step`]: the fused recurrent step kernels (one table of function pointers per tier).
-//! - `simd` (private): the [`Simd`](simd::Simd) trait, one implementation per instruction set
+//! - `simd` (private): the `Simd` trait, one implementation per instruction set
 //!   (portable on `wide`, AVX2+FMA, AVX-512); `vecmath`: `exp`, `sigmoid`, `tanh` on it;
 //!   `fused`: the step kernels written once over it; `tiers`: their per-tier instantiations.
 //! - [`gemm`]: the input projection of all timesteps as one matrix product.
-//! - [`reference`]: the plain scalar twins of every kernel, the oracle of the property tests.
+//! - [`reference`](mod@reference): the plain scalar twins of every kernel, the oracle of the property tests.
 #![deny(missing_docs)]
 
 mod fused;
