@@ -86,6 +86,11 @@ pub struct BenchArgs {
     /// Custom shape: sequence length.
     #[arg(long, requires = "mode", default_value_t = 100)]
     pub seq_len: usize,
+    /// Serving: S concurrent streams of the model (batch 1 each), stepped one at a time and as
+    /// one batched step: per-step latency (p50, p99), throughput in stream-steps/s, and
+    /// `batched_speedup`.
+    #[arg(long, value_name = "S")]
+    pub streams: Option<usize>,
 }
 
 /// Which model to load and how.
@@ -120,6 +125,10 @@ pub struct RunArgs {
     /// Worker threads (0 or absent: one per core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Feed the input through a streaming session K steps at a time (unidirectional models);
+    /// the output is identical to the one-shot run.
+    #[arg(long, value_name = "K")]
+    pub chunk: Option<usize>,
 }
 
 /// Arguments of `recur info`.
@@ -288,6 +297,9 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
         (None, None) => standard_suite()?,
     };
     let min_time = std::time::Duration::from_secs_f64(args.seconds);
+    if let Some(streams) = args.streams {
+        return bench_streams(args, &cases, streams, min_time);
+    }
     if !args.json {
         print("| case | threads | isa | median ms | min ms | GFLOP/s | runs |\n|---|---|---|---|---|---|---|\n")?;
     }
@@ -312,10 +324,66 @@ fn bench(args: &BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Largest `--streams` accepted.
+const MAX_STREAMS: usize = 10_000;
+
+/// `recur bench --streams S`: each unidirectional case's streams, single and batched.
+fn bench_streams(
+    args: &BenchArgs,
+    cases: &[crate::bench::BenchCase],
+    streams: usize,
+    min_time: std::time::Duration,
+) -> Result<(), CliError> {
+    if !(1..=MAX_STREAMS).contains(&streams) {
+        return Err(format!("--streams {streams} must be in 1..={MAX_STREAMS}").into());
+    }
+    // A whole-suite run skips the bidirectional cases (streams cannot run them); a named one
+    // reports why.
+    let explicit = cases.len() == 1;
+    if let Some(c) = cases.iter().find(|c| explicit && c.config.bidirectional) {
+        return Err(format!(
+            "--streams needs a unidirectional model, and {} is bidirectional",
+            c.name
+        )
+        .into());
+    }
+    if !args.json {
+        print("| case | streams | threads | isa | single p50 us | single p99 us | single steps/s | batched p50 us | batched p99 us | batched steps/s | batched speedup |\n|---|---|---|---|---|---|---|---|---|---|---|\n")?;
+    }
+    for case in cases.iter().filter(|c| explicit || !c.config.bidirectional) {
+        let r = with_threads(args.threads, || {
+            crate::streams::bench_streams(case, streams, min_time, 5)
+        })??;
+        let line = if args.json {
+            format!("{}\n", r.json())
+        } else {
+            format!(
+                "| {} | {} | {} | {} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0} | {:.2} |\n",
+                case.name,
+                streams,
+                r.threads,
+                r.isa,
+                r.single.p50_us,
+                r.single.p99_us,
+                r.single.stream_steps_per_s,
+                r.batched.p50_us,
+                r.batched.p99_us,
+                r.batched.stream_steps_per_s,
+                r.batched_speedup()
+            )
+        };
+        print(&line)?;
+    }
+    Ok(())
+}
+
 fn run(args: &RunArgs) -> Result<(), CliError> {
     let model = Model::load(&args.model.model, &args.model.options(args.batch_first))?;
     let input = InputFile::read(&args.input)?;
-    let outputs = with_threads(args.threads, || model.forward(&input.forward_input()))??;
+    let outputs = with_threads(args.threads, || match args.chunk {
+        Some(k) => crate::session::run_chunked(&model, &input.forward_input(), k),
+        None => model.forward(&input.forward_input()),
+    })??;
     write_outputs(&args.output, &outputs)?;
     Ok(())
 }

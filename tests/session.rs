@@ -501,3 +501,82 @@ fn large_shapes_match_across_paths() {
         }
     }
 }
+
+/// `recur run --chunk K` writes the same file, byte for byte, as the one-shot `recur run`, on
+/// PyTorch fixtures covering lengths, batch-first, unbatched input with state, prefixes and
+/// `--mode`; a bidirectional model is a one-line error.
+#[test]
+fn cli_run_chunk_matches_one_shot() {
+    let recur = env!("CARGO_BIN_EXE_recur");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |case: &str, chunk: Option<usize>| {
+        let dir = fixtures.join(case);
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+        let out = tmp.path().join(format!("{case}-{chunk:?}.safetensors"));
+        let mut cmd = std::process::Command::new(recur);
+        cmd.arg("run")
+            .arg("--model")
+            .arg(dir.join("model.safetensors"))
+            .arg("--input")
+            .arg(dir.join("input.safetensors"))
+            .arg("--output")
+            .arg(&out)
+            .args(["--prefix", meta["prefix"].as_str().unwrap_or("")]);
+        if let Some(mode) = meta["mode"].as_str() {
+            cmd.args(["--mode", mode]);
+        }
+        if meta["batch_first"].as_bool() == Some(true) {
+            cmd.arg("--batch-first");
+        }
+        if let Some(k) = chunk {
+            cmd.args(["--chunk", &k.to_string()]);
+        }
+        let result = cmd.output().unwrap();
+        (result, out)
+    };
+    for case in [
+        "lstm_proj_l3_uni",
+        "gru_l3_uni",
+        "rnn_relu_l2_uni",
+        "lengths_lstm_uni",
+        "lengths_batch_first_lstm_l2",
+        "batch_first_override_lstm_proj_l2",
+        "unbatched_lstm_proj_h0",
+        "h0_rnn_tanh_l2",
+        "meta_and_cli_mode_gru",
+        "seq1000_gru_l2",
+    ] {
+        let (one, one_path) = run(case, None);
+        assert!(
+            one.status.success(),
+            "{case}: {}",
+            String::from_utf8_lossy(&one.stderr)
+        );
+        let want = std::fs::read(&one_path).unwrap();
+        for k in [1, 3, 64] {
+            let (r, path) = run(case, Some(k));
+            assert!(
+                r.status.success(),
+                "{case} --chunk {k}: {}",
+                String::from_utf8_lossy(&r.stderr)
+            );
+            assert!(
+                std::fs::read(&path).unwrap() == want,
+                "{case} --chunk {k}: the output file differs"
+            );
+        }
+    }
+    let (r, path) = run("lstm_l1_bi", Some(2));
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("bidirectional"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!path.exists());
+    let (r, _) = run("gru_l3_uni", Some(0));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("at least 1"));
+}

@@ -282,3 +282,57 @@ fn handles_and_errors() {
     let e = StreamRuntime::new(&bim).unwrap_err().to_string();
     assert!(e.contains("bidirectional"), "{e}");
 }
+
+/// `recur bench --streams S --json`: one JSON line per case with the latency percentiles and
+/// throughput of both ways of stepping, its last line carrying `batched_speedup` (timings are
+/// not asserted).
+#[test]
+fn cli_bench_streams_json() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args([
+            "bench",
+            "--case",
+            "rnn_tiny_b1",
+            "--streams",
+            "20",
+            "--json",
+            "--seconds",
+            "0.05",
+        ])
+        .args(["--threads", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let last = stdout.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["name"], "rnn_tiny_b1");
+    assert_eq!(v["streams"], 20);
+    assert_eq!(v["threads"], 1);
+    for key in [
+        "single_p50_us",
+        "single_p99_us",
+        "single_stream_steps_per_s",
+        "batched_p50_us",
+        "batched_p99_us",
+        "batched_stream_steps_per_s",
+        "batched_speedup",
+    ] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {last}");
+    }
+    let bad = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+            .arg("bench")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    assert!(bad(&["--case", "gru_bi_b16", "--streams", "4"]).contains("bidirectional"));
+    assert!(bad(&["--case", "rnn_tiny_b1", "--streams", "0"]).contains("--streams 0"));
+}
