@@ -40,30 +40,50 @@ use crate::vecmath::{relu, sigmoid::sigmoid, tanh::tanh};
 /// The most unit vectors a block can hold (`BLOCK / LANES` with `LANES >= 8`).
 const MAX_VECTORS: usize = BLOCK / 8;
 
-/// `W h` for part of one block: `acc[r][g][v]` is gate `g0 + g`, unit vector `v0 + v` of the
-/// block, row `r`, summed over `k = 0..K` in order with one `mul_add` per term.
+/// `W h` for part of `JB` consecutive blocks: `acc[r][b][g][v]` is block `b`, gate `g0 + g`,
+/// unit vector `v0 + v`, row `r`, summed over `k = 0..K` in order with one `mul_add` per term.
 ///
-/// `wb` is the packed block (`K * G * BLOCK` floats), `h[r]` row `r` of `h_prev` (`K` floats).
+/// `wb` holds the `JB` packed blocks (`K * G * BLOCK` floats each, contiguous as in
+/// [`PackedMatrix`]), `h[r]` row `r` of `h_prev` (`K` floats). Several blocks per pass give a
+/// single row more independent accumulator chains (the FMA latency would bound a single block
+/// of one gate) without changing any element's order of operations.
 /// (No closures in the hot code: a closure is compiled without the caller's target features, so
 /// it must not be left un-inlined.)
 #[inline(always)]
-fn accumulate<S: Simd, const G: usize, const GP: usize, const R: usize, const NV: usize>(
+fn accumulate<
+    S: Simd,
+    const G: usize,
+    const GP: usize,
+    const R: usize,
+    const NV: usize,
+    const JB: usize,
+>(
     s: S,
     wb: &[f32],
     h: [&[f32]; R],
     (g0, v0): (usize, usize),
-) -> [[[S::V; NV]; GP]; R] {
-    let mut acc = [[[s.zero(); NV]; GP]; R];
-    for (kk, wk) in wb.chunks_exact(G * BLOCK).enumerate() {
+) -> [[[[S::V; NV]; GP]; JB]; R] {
+    let stride = G * BLOCK;
+    let k = wb.len() / JB / stride;
+    let mut rest: [&[f32]; JB] = [&[]; JB];
+    for (b, wr) in rest.iter_mut().enumerate() {
+        *wr = &wb[b * k * stride..(b + 1) * k * stride];
+    }
+    let mut acc = [[[[s.zero(); NV]; GP]; JB]; R];
+    for kk in 0..k {
         let mut hk = [s.zero(); R];
         for r in 0..R {
             hk[r] = s.splat(h[r][kk]);
         }
-        for g in 0..GP {
-            for v in 0..NV {
-                let wv = s.load(&wk[(g0 + g) * BLOCK + (v0 + v) * S::LANES..]);
-                for r in 0..R {
-                    acc[r][g][v] = s.mul_add(wv, hk[r], acc[r][g][v]);
+        for b in 0..JB {
+            let (wk, tail) = rest[b].split_at(stride);
+            rest[b] = tail;
+            for g in 0..GP {
+                for v in 0..NV {
+                    let wv = s.load(&wk[(g0 + g) * BLOCK + (v0 + v) * S::LANES..]);
+                    for r in 0..R {
+                        acc[r][b][g][v] = s.mul_add(wv, hk[r], acc[r][b][g][v]);
+                    }
                 }
             }
         }
@@ -77,8 +97,8 @@ trait Epilogue<S: Simd, const G: usize> {
     fn apply(&mut self, s: S, r: usize, u: usize, n: usize, acc: [S::V; G]);
 }
 
-/// Accumulates block `j` for the rows `r0..r0 + R` in passes over `GP` gates and `NV` unit
-/// vectors each, then hands every vector holding real units to `epilogue`.
+/// Accumulates the `JB` blocks from `j` for the rows `r0..r0 + R` in passes over `GP` gates and
+/// `NV` unit vectors each, then hands every vector holding real units to `epilogue`.
 ///
 /// A pass reads only its gates' weights: with `NV` covering the whole block, a pass over `GP`
 /// gates reads whole cache lines (each gate's `BLOCK` weights of one `k` are one 64-byte line),
@@ -86,7 +106,14 @@ trait Epilogue<S: Simd, const G: usize> {
 /// wait in a small stack array. Splitting the unit vectors instead halves the accumulators too,
 /// but every pass then touches every line.
 #[inline(always)]
-fn block_tile<S: Simd, const G: usize, const R: usize, const GP: usize, const NV: usize>(
+fn block_tile<
+    S: Simd,
+    const G: usize,
+    const R: usize,
+    const GP: usize,
+    const NV: usize,
+    const JB: usize,
+>(
     s: S,
     w: &PackedMatrix,
     j: usize,
@@ -95,24 +122,28 @@ fn block_tile<S: Simd, const G: usize, const R: usize, const GP: usize, const NV
     epilogue: &mut impl Epilogue<S, G>,
 ) {
     let (units, k) = (w.rows(), w.cols());
-    let wb = w.block(j);
+    let block_len = k * G * BLOCK;
+    let wb = &w.data()[j * block_len..(j + JB) * block_len];
     let mut h: [&[f32]; R] = [&[]; R];
     for (r, hr) in h.iter_mut().enumerate() {
         *hr = &h_prev[(r0 + r) * k..][..k];
     }
-    // Unit vectors of this block that hold real units.
+    // Unit vectors of the first block that hold real units (the others are all full but
+    // possibly the last of the matrix, whose missing units the epilogue loop skips).
     let vectors = (units - j * BLOCK).min(BLOCK).div_ceil(S::LANES);
-    let mut sums = [[[s.zero(); MAX_VECTORS]; G]; R];
+    let mut sums = [[[[s.zero(); MAX_VECTORS]; G]; JB]; R];
     let mut v0 = 0;
     while v0 < vectors {
         let mut g0 = 0;
         while g0 < G {
-            let acc = accumulate::<S, G, GP, R, NV>(s, wb, h, (g0, v0));
+            let acc = accumulate::<S, G, GP, R, NV, JB>(s, wb, h, (g0, v0));
             for r in 0..R {
-                for g in 0..GP {
-                    for v in 0..NV {
-                        if v0 + v < MAX_VECTORS {
-                            sums[r][g0 + g][v0 + v] = acc[r][g][v];
+                for b in 0..JB {
+                    for g in 0..GP {
+                        for v in 0..NV {
+                            if v0 + v < MAX_VECTORS {
+                                sums[r][b][g0 + g][v0 + v] = acc[r][b][g][v];
+                            }
                         }
                     }
                 }
@@ -122,19 +153,25 @@ fn block_tile<S: Simd, const G: usize, const R: usize, const GP: usize, const NV
         v0 += NV;
     }
     for (r, sums_r) in sums.iter().enumerate() {
-        for v in 0..vectors {
-            let u = j * BLOCK + v * S::LANES;
-            let mut gates = [s.zero(); G];
-            for (gate, sum) in gates.iter_mut().zip(sums_r) {
-                *gate = sum[v];
+        for (b, sums_b) in sums_r.iter().enumerate() {
+            for v in 0..vectors {
+                let u = (j + b) * BLOCK + v * S::LANES;
+                if u >= units {
+                    break;
+                }
+                let mut gates = [s.zero(); G];
+                for (gate, sum) in gates.iter_mut().zip(sums_b) {
+                    *gate = sum[v];
+                }
+                epilogue.apply(s, r0 + r, u, S::LANES.min(units - u), gates);
             }
-            epilogue.apply(s, r0 + r, u, S::LANES.min(units - u), gates);
         }
     }
 }
 
 /// Runs every block of `blocks` over all rows: tiles of `R` rows (passes of `GPR` gates and
-/// `NVR` vectors), then the remaining rows one at a time (passes of `GP1` gates, `NV1` vectors).
+/// `NVR` vectors, one block at a time), then the remaining rows one at a time (passes of `GP1`
+/// gates and `NV1` vectors over `JB1` blocks at once where the range has that many left).
 #[inline(always)]
 fn run<
     S: Simd,
@@ -144,6 +181,7 @@ fn run<
     const NVR: usize,
     const GP1: usize,
     const NV1: usize,
+    const JB1: usize,
 >(
     s: S,
     w: &PackedMatrix,
@@ -154,22 +192,29 @@ fn run<
 ) {
     const {
         assert!(
-            G.is_multiple_of(GPR) && G.is_multiple_of(GP1),
+            G.is_multiple_of(GPR) && G.is_multiple_of(GP1) && JB1 >= 1,
             "gate passes must divide G"
         )
     };
-    for j in blocks {
-        let mut r0 = 0;
-        if R > 1 {
-            while r0 + R <= rows {
-                block_tile::<S, G, R, GPR, NVR>(s, w, j, h_prev, r0, epilogue);
+    let tiled = if R > 1 { rows - rows % R } else { 0 };
+    let mut j = blocks.start;
+    while j < blocks.end {
+        let jb = if j + JB1 <= blocks.end { JB1 } else { 1 };
+        for b in j..j + jb {
+            let mut r0 = 0;
+            while r0 < tiled {
+                block_tile::<S, G, R, GPR, NVR, 1>(s, w, b, h_prev, r0, epilogue);
                 r0 += R;
             }
         }
-        while r0 < rows {
-            block_tile::<S, G, 1, GP1, NV1>(s, w, j, h_prev, r0, epilogue);
-            r0 += 1;
+        for r0 in tiled..rows {
+            if jb == JB1 {
+                block_tile::<S, G, 1, GP1, NV1, JB1>(s, w, j, h_prev, r0, epilogue);
+            } else {
+                block_tile::<S, G, 1, GP1, NV1, 1>(s, w, j, h_prev, r0, epilogue);
+            }
         }
+        j += jb;
     }
 }
 
@@ -223,6 +268,7 @@ pub(crate) fn lstm_step_blocks<
     const NVR: usize,
     const GP1: usize,
     const NV1: usize,
+    const JB1: usize,
 >(
     s: S,
     w: &PackedMatrix,
@@ -252,7 +298,7 @@ pub(crate) fn lstm_step_blocks<
         u_begin: units.start,
         nu: units.len(),
     };
-    run::<S, 4, R, GPR, NVR, GP1, NV1>(s, w, blocks, h_prev, rows, &mut cell);
+    run::<S, 4, R, GPR, NVR, GP1, NV1, JB1>(s, w, blocks, h_prev, rows, &mut cell);
 }
 
 /// The GRU epilogue: `r,z = σ(xp + acc)`, `n = tanh(xp_n + r*(acc_n + b_hn))`,
@@ -301,6 +347,7 @@ pub(crate) fn gru_step_blocks<
     const NVR: usize,
     const GP1: usize,
     const NV1: usize,
+    const JB1: usize,
 >(
     s: S,
     w: &PackedMatrix,
@@ -334,7 +381,7 @@ pub(crate) fn gru_step_blocks<
         u_begin: units.start,
         nu: units.len(),
     };
-    run::<S, 3, R, GPR, NVR, GP1, NV1>(s, w, blocks, h_prev, rows, &mut cell);
+    run::<S, 3, R, GPR, NVR, GP1, NV1, JB1>(s, w, blocks, h_prev, rows, &mut cell);
 }
 
 /// The RNN epilogue: `h' = act(xp + acc)`.
@@ -376,6 +423,7 @@ pub(crate) fn rnn_step_blocks<
     const NVR: usize,
     const GP1: usize,
     const NV1: usize,
+    const JB1: usize,
 >(
     s: S,
     w: &PackedMatrix,
@@ -405,7 +453,7 @@ pub(crate) fn rnn_step_blocks<
         u_begin: units.start,
         nu: units.len(),
     };
-    run::<S, 1, R, GPR, NVR, GP1, NV1>(s, w, blocks, h_prev, rows, &mut cell);
+    run::<S, 1, R, GPR, NVR, GP1, NV1, JB1>(s, w, blocks, h_prev, rows, &mut cell);
 }
 
 /// The projection epilogue: `out = acc`.
@@ -435,6 +483,7 @@ pub(crate) fn project_blocks<
     const NVR: usize,
     const GP1: usize,
     const NV1: usize,
+    const JB1: usize,
 >(
     s: S,
     w: &PackedMatrix,
@@ -449,7 +498,7 @@ pub(crate) fn project_blocks<
         u_begin: units.start,
         nu: units.len(),
     };
-    run::<S, 1, R, GPR, NVR, GP1, NV1>(s, w, blocks, x, rows, &mut cell);
+    run::<S, 1, R, GPR, NVR, GP1, NV1, JB1>(s, w, blocks, x, rows, &mut cell);
 }
 
 /// `y[i] = f(x[i])` over slices of any length (the last partial vector through a stack buffer).

@@ -25,8 +25,9 @@ use crate::vecmath::{sigmoid::sigmoid, tanh::tanh};
 
 /// Generates one tier's module: `#[target_feature]` instantiations, their safe wrappers, and
 /// the `KERNELS` table.
-/// Tiles are `(R, GP, NV, GP1, NV1)` per kernel: row tiles of `R` rows in passes of `GP`
-/// gates and `NV` unit vectors, single rows in passes of `GP1` gates and `NV1` vectors.
+/// Tiles are `(R, GP, NV, GP1, NV1, JB1)` per kernel: row tiles of `R` rows in passes of `GP`
+/// gates and `NV` unit vectors, single rows in passes of `GP1` gates and `NV1` vectors over
+/// `JB1` blocks at once.
 macro_rules! tier {
     (
         $(#[$doc:meta])*
@@ -34,10 +35,10 @@ macro_rules! tier {
         isa: $isa:expr;
         token: $tok:ty = $new:expr;
         features: [$(#[$tf:meta])*];
-        lstm: ($lr:literal, $lgr:literal, $lnvr:literal, $lg1:literal, $lnv1:literal);
-        gru: ($gr:literal, $ggr:literal, $gnvr:literal, $gg1:literal, $gnv1:literal);
-        rnn: ($rr:literal, $rgr:literal, $rnvr:literal, $rg1:literal, $rnv1:literal);
-        project: ($pr:literal, $pgr:literal, $pnvr:literal, $pg1:literal, $pnv1:literal);
+        lstm: ($lr:literal, $lgr:literal, $lnvr:literal, $lg1:literal, $lnv1:literal, $ljb:literal);
+        gru: ($gr:literal, $ggr:literal, $gnvr:literal, $gg1:literal, $gnv1:literal, $gjb:literal);
+        rnn: ($rr:literal, $rgr:literal, $rnvr:literal, $rg1:literal, $rnv1:literal, $rjb:literal);
+        project: ($pr:literal, $pgr:literal, $pnvr:literal, $pg1:literal, $pnv1:literal, $pjb:literal);
     ) => {
         $(#[$doc])*
         pub(crate) mod $m {
@@ -68,7 +69,7 @@ macro_rules! tier {
                 rows: usize,
                 blocks: Range<usize>,
             ) {
-                fused::lstm_step_blocks::<$tok, $lr, $lgr, $lnvr, $lg1, $lnv1>(
+                fused::lstm_step_blocks::<$tok, $lr, $lgr, $lnvr, $lg1, $lnv1, $ljb>(
                     s, w, xp, h_prev, c, h_out, rows, blocks,
                 )
             }
@@ -84,7 +85,7 @@ macro_rules! tier {
                 rows: usize,
                 blocks: Range<usize>,
             ) {
-                fused::gru_step_blocks::<$tok, $gr, $ggr, $gnvr, $gg1, $gnv1>(
+                fused::gru_step_blocks::<$tok, $gr, $ggr, $gnvr, $gg1, $gnv1, $gjb>(
                     s, w, b_hn, xp, h_prev, h_out, rows, blocks,
                 )
             }
@@ -100,7 +101,7 @@ macro_rules! tier {
                 rows: usize,
                 blocks: Range<usize>,
             ) {
-                fused::rnn_step_blocks::<$tok, $rr, $rgr, $rnvr, $rg1, $rnv1>(
+                fused::rnn_step_blocks::<$tok, $rr, $rgr, $rnvr, $rg1, $rnv1, $rjb>(
                     s, w, act, xp, h_prev, h_out, rows, blocks,
                 )
             }
@@ -114,7 +115,7 @@ macro_rules! tier {
                 rows: usize,
                 blocks: Range<usize>,
             ) {
-                fused::project_blocks::<$tok, $pr, $pgr, $pnvr, $pg1, $pnv1>(s, w, x, out, rows, blocks)
+                fused::project_blocks::<$tok, $pr, $pgr, $pnvr, $pg1, $pnv1, $pjb>(s, w, x, out, rows, blocks)
             }
 
             $(#[$tf])*
@@ -254,10 +255,10 @@ tier! {
     isa: Isa::Portable;
     token: crate::simd::portable::Portable = Some(crate::simd::portable::Portable::new());
     features: [];
-    lstm: (2, 2, 1, 4, 1);
-    gru: (2, 3, 1, 3, 1);
-    rnn: (4, 1, 1, 1, 1);
-    project: (4, 1, 1, 1, 1);
+    lstm: (2, 2, 1, 4, 1, 1);
+    gru: (2, 3, 1, 3, 1, 1);
+    rnn: (4, 1, 1, 1, 1, 2);
+    project: (4, 1, 1, 1, 1, 2);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -268,10 +269,10 @@ tier! {
     isa: Isa::Avx2;
     token: crate::simd::avx2::Avx2 = crate::simd::avx2::Avx2::new();
     features: [#[target_feature(enable = "avx2,fma")]];
-    lstm: (3, 2, 2, 4, 2);
-    gru: (2, 3, 2, 3, 2);
-    rnn: (4, 1, 2, 1, 2);
-    project: (4, 1, 2, 1, 2);
+    lstm: (3, 2, 2, 4, 2, 1);
+    gru: (2, 3, 2, 3, 2, 1);
+    rnn: (4, 1, 2, 1, 2, 4);
+    project: (4, 1, 2, 1, 2, 4);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -281,10 +282,10 @@ tier! {
     isa: Isa::Avx512;
     token: crate::simd::avx512::Avx512 = crate::simd::avx512::Avx512::new();
     features: [#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,fma")]];
-    lstm: (4, 4, 1, 4, 1);
-    gru: (6, 3, 1, 3, 1);
-    rnn: (8, 1, 1, 1, 1);
-    project: (8, 1, 1, 1, 1);
+    lstm: (4, 4, 1, 4, 1, 2);
+    gru: (6, 3, 1, 3, 1, 2);
+    rnn: (8, 1, 1, 1, 1, 8);
+    project: (8, 1, 1, 1, 1, 8);
 }
 
 tier! {
@@ -294,8 +295,8 @@ tier! {
     isa: Isa::Avx512;
     token: crate::simd::emulated::Emulated16 = Some(crate::simd::emulated::Emulated16::new());
     features: [];
-    lstm: (4, 4, 1, 4, 1);
-    gru: (6, 3, 1, 3, 1);
-    rnn: (8, 1, 1, 1, 1);
-    project: (8, 1, 1, 1, 1);
+    lstm: (4, 4, 1, 4, 1, 2);
+    gru: (6, 3, 1, 3, 1, 2);
+    rnn: (8, 1, 1, 1, 1, 8);
+    project: (8, 1, 1, 1, 1, 8);
 }

@@ -145,13 +145,15 @@ struct Case {
     seed: u64,
 }
 
-/// Hidden sizes around the block edges, and others.
+/// Hidden sizes around the block edges (16 units) and the edges of the groups of blocks a single
+/// row runs at once (up to 8 blocks, 128 units), and others.
 fn hidden() -> impl Strategy<Value = usize> {
     prop_oneof![
-        prop::sample::select(vec![
+        4 => prop::sample::select(vec![
             1usize, 8, 15, 16, 17, 24, 31, 32, 33, 47, 48, 49, 64, 65
         ]),
-        1usize..=70,
+        4 => 1usize..=70,
+        1 => prop::sample::select(vec![127usize, 128, 129, 143, 144, 145]),
     ]
 }
 
