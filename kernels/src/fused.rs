@@ -49,6 +49,8 @@ const MAX_VECTORS: usize = BLOCK / 8;
 /// of one gate) without changing any element's order of operations.
 /// (No closures in the hot code: a closure is compiled without the caller's target features, so
 /// it must not be left un-inlined.)
+// `kk` indexes the `R` rows of `h` at once; an iterator per row would not make that clearer.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn accumulate<
     S: Simd,
