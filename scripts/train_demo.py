@@ -12,7 +12,8 @@ Writes (all deterministic for a given PyTorch build; takes well under a minute o
 
     assets/demo/model.safetensors     the whole state_dict (`lstm.*`, `head.weight`, `head.bias`),
                                       f32, metadata {"mode": "LSTM"}
-    assets/demo/input.safetensors     `input` (100, 64, 1) f32 test batch, `labels` (64,) i64
+    assets/demo/input.safetensors     `input` (100, 64, 1) f32 test batch
+    assets/demo/labels.safetensors    `labels` (64,) i64, its classes
     assets/demo/expected.safetensors  PyTorch's truth computed in float64 from exactly those f32
                                       weights and inputs: `h_n` (2, 64, 32), `c_n` (2, 64, 32) and
                                       `logits` (64, 4) as F64; `output` (100, 64, 32) as F32 (the
@@ -140,10 +141,9 @@ def main():
 
     os.makedirs(OUT_DIR, exist_ok=True)
     save_file(state, os.path.join(OUT_DIR, "model.safetensors"), metadata={"mode": "LSTM"})
-    save_file(
-        {"input": demo_x.contiguous(), "labels": demo_y.contiguous()},
-        os.path.join(OUT_DIR, "input.safetensors"),
-    )
+    # The input file holds only `input`, so `recur run` reads it as it is; the labels go beside it.
+    save_file({"input": demo_x.contiguous()}, os.path.join(OUT_DIR, "input.safetensors"))
+    save_file({"labels": demo_y.contiguous()}, os.path.join(OUT_DIR, "labels.safetensors"))
     save_file(
         {
             "output": out.float().contiguous(),

@@ -554,11 +554,9 @@ fn demo() -> Result<(), CliError> {
         .into());
     }
 
-    // The test batch and its labels.
+    // The test batch (seq-major `input`) and, beside it, its labels.
     let input_path = dir.join("input.safetensors");
     let input_bytes = read_file(&input_path)?;
-    let st = parse_safetensors(&input_bytes)
-        .map_err(|why| format!("{}: {why}", input_path.display()))?;
     let input = {
         let (shape, values) = read_f64_tensors(&input_bytes, &input_path, &["input"])?.remove(0);
         Tensor::new(shape, values.into_iter().map(|v| v as f32).collect())?
@@ -571,11 +569,14 @@ fn demo() -> Result<(), CliError> {
         )
         .into());
     }
-    let labels = st
+    let labels_path = dir.join("labels.safetensors");
+    let labels_bytes = read_file(&labels_path)?;
+    let labels = parse_safetensors(&labels_bytes)
+        .map_err(|why| format!("{}: {why}", labels_path.display()))?
         .tensor("labels")
         .ok()
         .and_then(|v| crate::load::ints_of(&v).ok())
-        .ok_or_else(|| format!("{}: no integer tensor labels", input_path.display()))?;
+        .ok_or_else(|| format!("{}: no integer tensor labels", labels_path.display()))?;
 
     // Forward pass, timed: median of several runs with a reused workspace.
     let fi = ForwardInput::new(input.view());

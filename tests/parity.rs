@@ -391,7 +391,7 @@ fn demo_matches_pytorch() {
         ..LoadOptions::default()
     };
     let model = Model::load(dir.join("model.safetensors"), &options).expect("demo model loads");
-    // The demo's input file also holds `labels`, so its `input` is read directly.
+    // Read `input` directly (any float dtype), as the demo runner does.
     let inputs = read_tensors(&dir.join("input.safetensors"));
     let x = &inputs["input"];
     let x = recur::Tensor::new(x.shape.clone(), x.data.iter().map(|&v| v as f32).collect())
