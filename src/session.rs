@@ -281,7 +281,7 @@ impl<M: Borrow<Model>> Session<M> {
     }
 
     /// Runs a chunk of `K >= 1` timesteps of every stream (shapes in the type's docs) and
-    /// returns its output; the state advances by `K` steps.
+    /// returns its output; the state advances by `K` steps. On error the state is unchanged.
     pub fn feed(&mut self, chunk: TensorView<'_>) -> Result<TensorView<'_>> {
         self.feed_impl(chunk, None)
     }
@@ -349,6 +349,13 @@ impl<M: Borrow<Model>> Session<M> {
         };
         self.gathered = false;
         if let Some(lens) = lengths {
+            if !batched {
+                return Err(Error::InvalidInput(format!(
+                    "lengths were given with a 2-D (unbatched) chunk of shape {}; lengths need \
+                     a 3-D chunk with a batch dimension",
+                    Shape(chunk.shape)
+                )));
+            }
             if lens.len() != self.batch {
                 return Err(Error::InvalidInput(format!(
                     "lengths has {} elements, expected one per stream ({})",

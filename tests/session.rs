@@ -436,6 +436,10 @@ fn bad_input_errors_name_the_problem() {
     let e = message(s.set_state(h.view(), None).unwrap_err());
     assert!(e.contains("needs c"), "{e}");
     assert!(Session::with_batch(&m, 0).is_err());
+    let mut one = Session::new(&m).unwrap();
+    let x2 = Tensor::zeros(vec![3, 4]);
+    let e = message(one.feed_with_lengths(x2.view(), &[3]).unwrap_err());
+    assert!(e.contains("lengths need a 3-D chunk"), "{e}");
     // run_chunked reports bad input as the engine does.
     let x = Tensor::zeros(vec![3, 2, 5]);
     let e = message(run_chunked(&m, &ForwardInput::new(x.view()), 2).unwrap_err());
