@@ -20,7 +20,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use recur::bench::{random_state_dict, standard_suite, BenchCase, SplitRng};
 use recur::session::Session;
 use recur::streams::StreamRuntime;
-use recur::{ForwardInput, Model, OutputBuffers, Tensor, Workspace};
+use recur::forward::OutputBuffers;
+use recur::{ForwardInput, Model, Tensor, Workspace};
 
 fn case(name: &str) -> BenchCase {
     standard_suite()
