@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use recur::bench::{random_state_dict, standard_suite, BenchCase, SplitRng};
+use recur::forward::OutputBuffers;
 use recur::session::Session;
 use recur::streams::StreamRuntime;
-use recur::forward::OutputBuffers;
 use recur::{ForwardInput, Model, Tensor, Workspace};
 
 fn case(name: &str) -> BenchCase {
