@@ -79,7 +79,8 @@ fn set_error(msg: &str) {
     // A message with an interior NUL (from a path, say) is cut there rather than lost.
     let bytes: Vec<u8> = msg.bytes().take_while(|&b| b != 0).collect();
     let c = CString::new(bytes).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+    // `try_with`: during the thread's teardown the message is dropped rather than panicking.
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = c);
 }
 
 /// Runs `f`, catching errors and panics: on failure, records the message and returns `fail`.
@@ -218,8 +219,12 @@ fn check_len(name: &str, got: usize, want: usize, what: &str) -> Result<(), Stri
 /// stays valid until the next failing call on this thread; do not free it.
 #[no_mangle]
 pub extern "C" fn recur_last_error() -> *const c_char {
-    // Reading a thread-local cannot panic; its buffer lives as long as the thread.
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    // No panic is possible: `try_with` fails softly during the thread's teardown, and the
+    // message is only ever borrowed mutably inside `set_error`. Its buffer lives as long as
+    // the thread, or until the next failure replaces it.
+    LAST_ERROR
+        .try_with(|e| e.borrow().as_ptr())
+        .unwrap_or(c"".as_ptr())
 }
 
 /// The library's version, `"major.minor.patch"` (static; do not free).
