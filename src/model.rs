@@ -136,6 +136,15 @@ impl Model {
         Ok(())
     }
 
+    /// Runs this model on an explicit kernel table: for tests and fuzzing of tables that
+    /// [`Model::set_isa`] never selects, such as the AVX-512 code paths on a scalar emulation
+    /// (`recur_kernels::step::emulated_avx512_kernels()`). Holding any table is safe: a tier's
+    /// functions panic rather than run on a CPU without the tier.
+    #[doc(hidden)]
+    pub fn set_kernels(&mut self, kernels: &'static Kernels) {
+        self.kernels = kernels;
+    }
+
     /// Bytes of packed recurrent weights (`W_hh`, `W_hr`) over all layers and directions.
     pub fn recurrent_weight_bytes(&self) -> usize {
         self.layers
