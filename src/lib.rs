@@ -34,7 +34,7 @@ pub mod tensor;
 
 pub use config::{Config, Mode};
 pub use error::{Error, Result};
-pub use forward::{ForwardInput, Outputs, Workspace};
+pub use forward::{ForwardInput, OutputBuffers, Outputs, PlanSummary, Workspace};
 pub use load::LoadOptions;
 pub use model::{Model, StateDict};
 pub use recur_kernels::Isa;
