@@ -519,6 +519,24 @@ fn a_fifo_is_refused_without_blocking() {
     assert_mentions(&err, &["model.fifo", "FIFO", "regular file"]);
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn a_proc_file_reports_size_zero_and_is_not_read() {
+    // /proc files are regular but report 0 bytes and are generated as they are read: the size
+    // taken before reading decides, so nothing is read.
+    let path = Path::new("/proc/self/status");
+    if !path.exists() {
+        eprintln!("note: no /proc here; the case is skipped");
+        return;
+    }
+    let err = Model::load(path, &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert_mentions(&err, &["/proc/self/status", "empty"]);
+    let err = InputFile::read(path).unwrap_err().to_string();
+    assert_mentions(&err, &["/proc/self/status", "empty"]);
+}
+
 #[test]
 fn files_above_the_size_limits() {
     // Sparse files: their size is checked before a byte is read.
@@ -566,3 +584,68 @@ fn files_above_the_size_limits() {
 }
 
 // ---- Regression tests for what the fuzzers found (fuzz/README.md).
+
+/// The load options and file of a `load_model` fuzz input (as `fuzz/src/lib.rs`'s
+/// `split_options` reads them).
+fn split_fuzz_options(data: &[u8]) -> (LoadOptions, &[u8]) {
+    let Some((&flags, mut rest)) = data.split_first() else {
+        return (LoadOptions::default(), data);
+    };
+    let mode = match flags & 7 {
+        1 => Some(recur::Mode::Lstm),
+        2 => Some(recur::Mode::Gru),
+        3 => Some(recur::Mode::RnnTanh),
+        4 => Some(recur::Mode::RnnRelu),
+        _ => None,
+    };
+    let prefix = match (flags >> 4) & 3 {
+        0 => String::new(),
+        1 => "rnn.".to_string(),
+        2 => "encoder.rnn".to_string(),
+        _ => match rest.split_first() {
+            None => String::new(),
+            Some((&len, tail)) => {
+                let len = usize::from(len & 63).min(tail.len());
+                rest = &tail[len..];
+                String::from_utf8_lossy(&tail[..len]).into_owned()
+            }
+        },
+    };
+    let options = LoadOptions {
+        prefix,
+        mode,
+        batch_first: flags & 8 != 0,
+    };
+    (options, rest)
+}
+
+/// Every committed seed of the two loading targets (and every regression input kept beside
+/// them) loads or fails with a one-line error, in the default `cargo test`, without nightly.
+#[test]
+fn committed_fuzz_seeds_load_or_fail_cleanly() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join("corpus");
+    let mut seen = 0;
+    for (target, is_model) in [("load_model", true), ("load_input", false)] {
+        for entry in std::fs::read_dir(corpus.join(target)).unwrap() {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            let (result, peak) = peak_bytes(|| {
+                if is_model {
+                    let (options, file) = split_fuzz_options(&data);
+                    Model::from_safetensors_bytes(file, &options).map(|_| ())
+                } else {
+                    InputFile::from_bytes(&data).map(|_| ())
+                }
+            });
+            if let Err(e) = result {
+                let msg = e.to_string();
+                assert!(!msg.contains('\n'), "{}: {msg}", path.display());
+            }
+            assert!(peak < 1 << 20, "{}: held {peak} bytes", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen > 20, "only {seen} seeds");
+}

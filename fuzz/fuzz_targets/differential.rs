@@ -4,7 +4,9 @@
 //!
 //! Checked, per SPEC §4:
 //! - every output element within 1e-4 of float64, NaN exactly where the reference has NaN;
-//! - bit-identical results on 1 and 3 threads (the batch split across threads), per table;
+//! - bit-identical results on 1 and 3 threads (the batch split across threads), per table, and
+//!   through `forward_into` with a workspace and output buffers that served every earlier input
+//!   (stale scratch must never leak into a result);
 //! - a NaN or ±inf in one batch element's input never changes another element's output, to
 //!   the bit (the case is run again with the poisoned elements' input zeroed).
 //!
@@ -13,7 +15,9 @@
 
 use arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
-use recur::{reference, Model, Outputs};
+use std::sync::Mutex;
+
+use recur::{reference, Model, OutputBuffers, Outputs, Workspace};
 use recur_fuzz::{bits, build_case, kernel_tables, pools, table_name, Case, CaseLimits};
 
 /// SPEC §4: every output element within 1e-4 of float64.
@@ -30,6 +34,9 @@ const LIMITS: CaseLimits = CaseLimits {
 
 /// Work of one engine run, in multiply-adds: keeps each input to a few milliseconds.
 const MAX_WORK: usize = 400_000;
+
+/// A workspace and output buffers reused across inputs, whatever their shapes.
+static REUSED: Mutex<Option<(Workspace, OutputBuffers)>> = Mutex::new(None);
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
@@ -83,6 +90,22 @@ fuzz_target!(|data: &[u8]| {
             "{name}: 1 and 3 threads differ for {}",
             case.config
         );
+        {
+            let mut reused = REUSED.lock().unwrap();
+            let (ws, out) = reused.get_or_insert_with(|| (Workspace::new(), OutputBuffers::new()));
+            one.install(|| model.forward_into(&fi, ws, out)).unwrap();
+            let same = |a: &[f32], b: &[f32]| {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            };
+            let c_n: &[f32] = got.c_n.as_ref().map_or(&[], |t| &t.data);
+            assert!(
+                same(&out.output, &got.output.data)
+                    && same(&out.h_n, &got.h_n.data)
+                    && same(&out.c_n, c_n),
+                "{name}: forward_into with a reused workspace differs for {}",
+                case.config
+            );
+        }
         assert_eq!(got.output.shape, want.output_shape);
         assert_eq!(got.h_n.shape, want.h_n_shape);
         let rows = Rows::of(&case);
