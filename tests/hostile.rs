@@ -411,6 +411,50 @@ fn duplicate_tensor_names() {
     assert_mentions(&err, &["weight_ih_l0", "gap or overlap"]);
 }
 
+/// A file of zero-filled tensors `(name, dtype, shape)`, laid out one after another.
+fn zero_file(tensors: &[(String, &str, Vec<u64>)]) -> Vec<u8> {
+    let mut entries = Vec::new();
+    let mut at = 0u64;
+    for (name, dtype, shape) in tensors {
+        let bytes = shape.iter().product::<u64>() * if *dtype == "BF16" { 2 } else { 4 };
+        entries.push(entry(name, dtype, shape, at, at + bytes));
+        at += bytes;
+    }
+    raw_file(&format!("{{{}}}", entries.join(",")), &vec![0; at as usize])
+}
+
+#[test]
+fn sizes_above_the_model_limits() {
+    use recur::config::{MAX_LAYERS, MAX_SIZE};
+    let big = MAX_SIZE as u64 + 1;
+    // input_size: an RNN whose weight_ih is (1, 2^20 + 1), 2 MB of BF16.
+    let bytes = zero_file(&[
+        ("weight_ih_l0".into(), "BF16", vec![1, big]),
+        ("weight_hh_l0".into(), "BF16", vec![1, 1]),
+    ]);
+    let err = model_error(&bytes, bytes.len() as u64 / 4);
+    assert_mentions(&err, &["input_size 1048577", "limit of 1048576"]);
+    // hidden_size: an LSTM projecting 2^20 + 1 units to 1 (10 MB of BF16).
+    let bytes = zero_file(&[
+        ("weight_ih_l0".into(), "BF16", vec![4 * big, 1]),
+        ("weight_hh_l0".into(), "BF16", vec![4 * big, 1]),
+        ("weight_hr_l0".into(), "BF16", vec![1, big]),
+    ]);
+    let err = model_error(&bytes, bytes.len() as u64 / 4);
+    assert_mentions(&err, &["hidden_size 1048577", "limit of 1048576"]);
+    // num_layers: 1025 layers of a 1-unit RNN.
+    let tensors: Vec<(String, &str, Vec<u64>)> = (0..=MAX_LAYERS)
+        .flat_map(|k| {
+            [
+                (format!("weight_ih_l{k}"), "F32", vec![1, 1]),
+                (format!("weight_hh_l{k}"), "F32", vec![1, 1]),
+            ]
+        })
+        .collect();
+    let err = model_error(&zero_file(&tensors), 8 << 20);
+    assert_mentions(&err, &["num_layers 1025", "limit of 1024"]);
+}
+
 #[test]
 fn truncated_at_every_length() {
     // Every prefix of a valid model fails cleanly, holding no more than the file.
