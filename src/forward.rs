@@ -752,7 +752,6 @@ fn run_chunk(
 ) {
     let (l, rows) = (plan.seq_len, ch.rows);
     let (g, h, k) = (w.w_hh.gates(), w.w_hh.rows(), w.w_hh.cols());
-    let gh = g * h;
     let in_size = x_layout.width;
     let order = &plan.order[ch.row0..ch.row0 + rows];
 
@@ -768,10 +767,7 @@ fn run_chunk(
         }
     }
     // Input projection of every step at once: xp = x W_ihᵀ + bias.
-    for row in ch.xp.chunks_exact_mut(gh) {
-        row.copy_from_slice(&w.bias_x);
-    }
-    recur_kernels::gemm::gemm_nt(l * rows, gh, in_size, ch.x, &w.w_ih, 1.0, ch.xp);
+    (kernels.input_projection)(&w.w_ih, &w.bias_x, ch.x, ch.xp, l * rows);
 
     // Initial state.
     for (r, &b) in order.iter().enumerate() {

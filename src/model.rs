@@ -15,8 +15,8 @@ pub type StateDict = BTreeMap<String, Tensor>;
 /// The weights of one layer and direction, in the form the kernels read.
 #[derive(Debug)]
 pub(crate) struct DirectionWeights {
-    /// `W_ih`, `(G*H, I_layer)` row-major (the GEMM reads it transposed in place).
-    pub w_ih: Vec<f32>,
+    /// `W_ih`, `(G*H, I_layer)`, packed plain (one gate of `G*H` rows) for the input projection.
+    pub w_ih: PackedMatrix,
     /// Biases folded into the input projection, `(G*H,)`: `b_ih + b_hh` for every gate except
     /// GRU's n gate, which gets `b_in` only (PyTorch's `n` multiplies `W_hn h + b_hn` by `r`).
     pub bias_x: Vec<f32>,
@@ -178,7 +178,7 @@ fn pack_direction(config: &Config, t: &StateDict, layer: usize, dir: usize) -> D
         _ => Vec::new(),
     };
     DirectionWeights {
-        w_ih: get("weight_ih").clone(),
+        w_ih: PackedMatrix::pack(get("weight_ih"), 1, g * h, config.layer_input_size(layer)),
         bias_x,
         b_hn,
         w_hh: PackedMatrix::pack(get("weight_hh"), g, h, config.output_hidden()),

@@ -7,11 +7,11 @@
 //! `docs/SERVING.md`). Allocations are counted per thread, so tests running in parallel do not
 //! disturb each other.
 //!
-//! The one allocation left is not recur's: `matrixmultiply` (0.3) allocates its packing buffer
-//! on every `sgemm` call, and the engine makes one such call per layer per forward pass (the
-//! input projection). The tests measure that allocation directly, on `gemm_nt` itself, and
-//! require every step to allocate exactly that many times per layer and not once more: zero
-//! for everything recur does. Should the GEMM stop allocating, the same assertions demand zero.
+//! The input projection (one GEMM per layer per forward pass) is the engine's own packed
+//! kernel, which allocates nothing (it once was `matrixmultiply`, which allocated its packing
+//! buffer on every call). The tests still measure the GEMM's allocations directly, on the
+//! kernel itself, and require every step to allocate exactly that many times per layer and not
+//! once more: zero.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -72,14 +72,16 @@ fn allocations<R>(f: impl FnOnce() -> R) -> (R, u64) {
     (r, COUNT.with(Cell::get))
 }
 
-/// Allocations of one `gemm_nt` call (the engine's input projection) of the given shape,
-/// measured on the GEMM itself.
+/// Allocations of one call of the engine's input projection kernel of the given shape,
+/// measured on the kernel itself.
 fn gemm_allocations(m: usize, n: usize, k: usize) -> u64 {
     let a = vec![0.5f32; m * k];
-    let b = vec![0.25f32; n * k];
+    let b = recur_kernels::PackedMatrix::pack(&vec![0.25f32; n * k], 1, n, k);
+    let bias = vec![0.125f32; n];
     let mut c = vec![0.0f32; m * n];
-    recur_kernels::gemm::gemm_nt(m, n, k, &a, &b, 1.0, &mut c);
-    let ((), count) = allocations(|| recur_kernels::gemm::gemm_nt(m, n, k, &a, &b, 1.0, &mut c));
+    let project = recur_kernels::kernels().unwrap().input_projection;
+    project(&b, &bias, &a, &mut c, m);
+    let ((), count) = allocations(|| project(&b, &bias, &a, &mut c, m));
     count
 }
 
@@ -260,15 +262,15 @@ fn runtime_step_allocates_nothing() {
     });
 }
 
-/// The allowance is what it claims: `gemm_nt` itself is the only allocator, once per call
-/// (matrixmultiply 0.3's packing buffer), whatever the shape. If this starts failing with 0,
-/// the GEMM no longer allocates and every test above now demands zero allocations outright.
+/// The allowance is what it claims: the input projection allocates nothing, whatever the
+/// shape, so every test above demands zero allocations outright.
 #[test]
-fn the_gemm_allocation_is_matrixmultiplys_packing_buffer() {
+fn the_input_projection_allocates_nothing() {
     for (m, n, k) in [(1, 192, 16), (40, 80, 48), (300, 64, 520)] {
-        assert!(
-            gemm_allocations(m, n, k) <= 1,
-            "gemm_nt {m}x{n}x{k} allocates more than its one packing buffer"
+        assert_eq!(
+            gemm_allocations(m, n, k),
+            0,
+            "the input projection {m}x{n}x{k} allocates"
         );
     }
 }

@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 const HIDDEN: [usize; 4] = [64, 256, 512, 1024];
-const BATCH: [usize; 3] = [1, 4, 16];
+const BATCH: [usize; 4] = [1, 4, 16, 64];
 
 fn tiers() -> Vec<&'static Kernels> {
     Isa::ALL
@@ -56,7 +56,7 @@ fn group(
             let mut out = vec![0.0f32; b * h];
             g.throughput(Throughput::Elements((2 * gates * h * h * b) as u64));
             // The scalar reference only where it finishes in reasonable time.
-            if h * b <= 4096 {
+            if h * b <= 4096 && b <= 16 {
                 g.bench_function(BenchmarkId::new("reference", &shape), |bench| {
                     bench.iter(|| reference(&w, h, b, &xp, &h_prev, &mut c_state, &mut out))
                 });

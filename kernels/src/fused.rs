@@ -97,6 +97,15 @@ fn accumulate<
 trait Epilogue<S: Simd, const G: usize> {
     /// Finishes row `r`, units `u..u + n` (`n <= LANES`) from their gate sums `acc`.
     fn apply(&mut self, s: S, r: usize, u: usize, n: usize, acc: [S::V; G]);
+
+    /// Hints the cache to fetch what [`Epilogue::apply`] will read for row `r`, units
+    /// `u..u + n` (`n <= BLOCK`): the inputs of large batches (`xp` of all timesteps, the
+    /// state) are far beyond the caches, and their lines would otherwise arrive one miss at a
+    /// time.
+    #[inline(always)]
+    fn prefetch(&self, s: S, r: usize, u: usize, n: usize) {
+        let _ = (s, r, u, n);
+    }
 }
 
 /// Accumulates the `JB` blocks from `j` for the rows `r0..r0 + R` in passes over `GP` gates and
@@ -133,6 +142,18 @@ fn block_tile<
     // Unit vectors of the first block that hold real units (the others are all full but
     // possibly the last of the matrix, whose missing units the epilogue loop skips).
     let vectors = (units - j * BLOCK).min(BLOCK).div_ceil(S::LANES);
+    // Row tiles serve large batches, whose `xp` (all timesteps) and state are far beyond the
+    // caches: ask for the epilogue's lines now, so they arrive during the accumulation.
+    if R > 1 {
+        for r in 0..R {
+            for b in 0..JB {
+                let u = (j + b) * BLOCK;
+                if u < units {
+                    epilogue.prefetch(s, r0 + r, u, BLOCK.min(units - u));
+                }
+            }
+        }
+    }
     let mut sums = [[[[s.zero(); MAX_VECTORS]; G]; JB]; R];
     let mut v0 = 0;
     while v0 < vectors {
@@ -258,6 +279,30 @@ impl<S: Simd> Epilogue<S, 4> for LstmCell<'_> {
         s.store_partial(c_new, c);
         s.store_partial(s.mul(o, tanh(s, c_new)), &mut self.h_out[at..at + n]);
     }
+
+    #[inline(always)]
+    fn prefetch(&self, s: S, r: usize, u: usize, n: usize) {
+        let h = self.h;
+        let x = &self.xp[r * 4 * h..][..4 * h];
+        for g in 0..4 {
+            prefetch_range(s, &x[g * h + u..g * h + u + n]);
+        }
+        let at = r * self.nu + (u - self.u_begin);
+        prefetch_range(s, &self.c[at..at + n]);
+    }
+}
+
+/// Prefetches the lines of `x` (a few lines at most).
+#[inline(always)]
+fn prefetch_range<S: Simd>(s: S, x: &[f32]) {
+    let mut i = 0;
+    while i < x.len() {
+        s.prefetch(&x[i..]);
+        i += 16;
+    }
+    if let Some(last) = x.len().checked_sub(1) {
+        s.prefetch(&x[last..]);
+    }
 }
 
 /// LSTM step over `blocks` of `w` (see [`crate::step::LstmStepBlocksFn`] for the contract).
@@ -337,6 +382,16 @@ impl<S: Simd> Epilogue<S, 3> for GruCell<'_> {
         let at = r * self.nu + (u - self.u_begin);
         s.store_partial(h_new, &mut self.h_out[at..at + n]);
     }
+
+    #[inline(always)]
+    fn prefetch(&self, s: S, r: usize, u: usize, n: usize) {
+        let h = self.h;
+        let x = &self.xp[r * 3 * h..][..3 * h];
+        for g in 0..3 {
+            prefetch_range(s, &x[g * h + u..g * h + u + n]);
+        }
+        prefetch_range(s, &self.h_prev[r * h + u..r * h + u + n]);
+    }
 }
 
 /// GRU step over `blocks` of `w` (see [`crate::step::GruStepBlocksFn`] for the contract).
@@ -412,6 +467,12 @@ impl<S: Simd> Epilogue<S, 1> for RnnCell<'_> {
         };
         let at = r * self.nu + (u - self.u_begin);
         s.store_partial(y, &mut self.h_out[at..at + n]);
+    }
+
+    #[inline(always)]
+    fn prefetch(&self, s: S, r: usize, u: usize, n: usize) {
+        let at = r * self.h + u;
+        prefetch_range(s, &self.xp[at..at + n]);
     }
 }
 

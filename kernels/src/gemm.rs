@@ -1,4 +1,6 @@
-//! The input projection of all timesteps as one matrix product.
+//! A general `C = A Bᵀ + beta C` over `matrixmultiply`: the baseline the engine's own input
+//! projection ([`crate::step::InputProjectionFn`], weights packed at load) is benched against
+//! (`benches/gemm.rs`), and a tool for tests.
 
 /// `C = A Bᵀ + beta C` in f32: `a` is `(m, k)`, `b` `(n, k)`, `c` `(m, n)`, all row-major and
 /// contiguous. With `B = W_ih` `(G*H, I)` and `A` the input `(L*N, I)`, this is the input projection

@@ -4,18 +4,23 @@
 //! `recur` crate composes layers from the safe entry points here.
 //!
 //! - [`isa`]: the instruction-set tiers, detected once and cached, forced with `RECUR_ISA`.
-//! - [`pack`]: [`PackedMatrix`], recurrent weights packed once at load in gate-interleaved blocks.
-//! - [`step`]: the fused recurrent step kernels (one table of function pointers per tier).
+//! - [`pack`]: [`PackedMatrix`], weights packed once at load in blocks of 16 outputs (`W_hh`
+//!   gate-interleaved, `W_ih` plain).
+//! - [`step`]: the fused recurrent step kernels and the input projection (one table of
+//!   function pointers per tier).
 //! - `simd` (private): the `Simd` trait, one implementation per instruction set
 //!   (portable on `wide`, AVX2+FMA, AVX-512); `vecmath`: `exp`, `sigmoid`, `tanh` on it;
-//!   `fused`: the step kernels written once over it; `tiers`: their per-tier instantiations.
-//! - [`gemm`]: the input projection of all timesteps as one matrix product.
+//!   `fused`: the step kernels written once over it; `matmul`: the register-blocked input
+//!   projection; `tiers`: their per-tier instantiations.
+//! - [`gemm`]: `gemm_nt` over `matrixmultiply`, the baseline the input projection is benched
+//!   against.
 //! - [`reference`](mod@reference): the plain scalar twins of every kernel, the oracle of the property tests.
 #![deny(missing_docs)]
 
 mod fused;
 pub mod gemm;
 pub mod isa;
+mod matmul;
 pub mod pack;
 pub mod reference;
 mod simd;

@@ -37,6 +37,25 @@ pub fn reference_matvec(w: &[f32], m: usize, k: usize, x: &[f32], y: &mut [f32],
     }
 }
 
+/// Reference input projection `xp[r] = W x[r] + bias`: `w` is row-major `(n, k)` (PyTorch's
+/// `W_ih`), `x` `(rows, k)`, `xp` `(rows, n)`.
+pub fn reference_input_projection(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    bias: &[f32],
+    x: &[f32],
+    xp: &mut [f32],
+    rows: usize,
+) {
+    reference_matvec(w, n, k, x, xp, rows);
+    for row in xp[..rows * n].chunks_exact_mut(n) {
+        for (y, b) in row.iter_mut().zip(bias) {
+            *y += b;
+        }
+    }
+}
+
 /// Reference LSTM step; `w_hh` is `(4H, K)` row-major, gate order i, f, g, o.
 #[allow(clippy::too_many_arguments)]
 pub fn reference_lstm_step(

@@ -118,6 +118,18 @@ pub type RnnStepBlocksFn = fn(
 pub type ProjectBlocksFn =
     fn(w_hr: &PackedMatrix, h: &[f32], out: &mut [f32], rows: usize, blocks: Range<usize>);
 
+/// Input projection of many rows at once: `xp[r][n] = Σ_k x[r][k] W[n][k] + bias[n]`.
+///
+/// - `w_ih`: `W_ih` `(N, K)` (`N = G*H`, `K = I`) packed plain, `PackedMatrix::pack(w, 1, N, K)`:
+///   the output columns in PyTorch's gate-major order;
+/// - `bias`: `(N)`; `x`: `(rows, K)`; `xp`: `(rows, N)`, overwritten (never read first).
+///
+/// Every element is `Σ_k` accumulated over `k = 0..K` in order with one `mul_add` per term
+/// (as the step kernels do), then `+ bias`: a row's result does not depend on `rows` or on the
+/// other rows. Panics if `w_ih` is not plain or a slice is shorter than its shape.
+pub type InputProjectionFn =
+    fn(w_ih: &PackedMatrix, bias: &[f32], x: &[f32], xp: &mut [f32], rows: usize);
+
 /// An activation over a slice: `y[i] = f(x[i])`. Panics if the lengths differ.
 pub type MapFn = fn(x: &[f32], y: &mut [f32]);
 
@@ -142,6 +154,8 @@ pub struct Kernels {
     pub rnn_step_blocks: RnnStepBlocksFn,
     /// See [`ProjectBlocksFn`].
     pub project_blocks: ProjectBlocksFn,
+    /// See [`InputProjectionFn`].
+    pub input_projection: InputProjectionFn,
     /// The tier's fast logistic sigmoid (the one the step kernels use; bound in its docs).
     pub sigmoid: MapFn,
     /// The tier's fast `tanh` (the one the step kernels use; bound in its docs).

@@ -19,6 +19,7 @@ use std::ops::Range;
 
 use crate::fused;
 use crate::isa::Isa;
+use crate::matmul;
 use crate::pack::PackedMatrix;
 use crate::step::{Activation, Kernels};
 use crate::vecmath::{sigmoid::sigmoid, tanh::tanh};
@@ -39,6 +40,7 @@ macro_rules! tier {
         gru: ($gr:literal, $ggr:literal, $gnvr:literal, $gg1:literal, $gnv1:literal, $gjb:literal);
         rnn: ($rr:literal, $rgr:literal, $rnvr:literal, $rg1:literal, $rnv1:literal, $rjb:literal);
         project: ($pr:literal, $pgr:literal, $pnvr:literal, $pg1:literal, $pnv1:literal, $pjb:literal);
+        input_projection: ($imr:literal, $ijb:literal, $inv:literal, $ikc:literal, $imc:literal);
     ) => {
         $(#[$doc])*
         pub(crate) mod $m {
@@ -115,7 +117,23 @@ macro_rules! tier {
                 rows: usize,
                 blocks: Range<usize>,
             ) {
-                fused::project_blocks::<$tok, $pr, $pgr, $pnvr, $pg1, $pnv1, $pjb>(s, w, x, out, rows, blocks)
+                fused::project_blocks::<$tok, $pr, $pgr, $pnvr, $pg1, $pnv1, $pjb>(
+                    s, w, x, out, rows, blocks,
+                )
+            }
+
+            $(#[$tf])*
+            fn input_projection_tf(
+                s: $tok,
+                w: &PackedMatrix,
+                bias: &[f32],
+                x: &[f32],
+                xp: &mut [f32],
+                rows: usize,
+            ) {
+                matmul::input_projection::<$tok, $imr, $ijb, $inv>(
+                    s, w, bias, x, xp, rows, ($ikc, $imc),
+                )
             }
 
             $(#[$tf])*
@@ -219,6 +237,18 @@ macro_rules! tier {
                 project_blocks(w, x, out, rows, 0..w.blocks())
             }
 
+            fn input_projection(
+                w: &PackedMatrix,
+                bias: &[f32],
+                x: &[f32],
+                xp: &mut [f32],
+                rows: usize,
+            ) {
+                let s = token();
+                // SAFETY: `s` exists, so the CPU has the features `input_projection_tf` enables.
+                unsafe { input_projection_tf(s, w, bias, x, xp, rows) }
+            }
+
             fn sigmoid_slice(x: &[f32], y: &mut [f32]) {
                 let s = token();
                 // SAFETY: `s` exists, so the CPU has the features `sigmoid_tf` enables.
@@ -241,6 +271,7 @@ macro_rules! tier {
                 gru_step_blocks,
                 rnn_step_blocks,
                 project_blocks,
+                input_projection,
                 sigmoid: sigmoid_slice,
                 tanh: tanh_slice,
             };
@@ -259,6 +290,7 @@ tier! {
     gru: (2, 3, 1, 3, 1, 1);
     rnn: (4, 1, 1, 1, 1, 2);
     project: (4, 1, 1, 1, 1, 2);
+    input_projection: (3, 1, 2, 1024, 65536);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -273,6 +305,7 @@ tier! {
     gru: (2, 3, 2, 3, 2, 1);
     rnn: (4, 1, 2, 1, 2, 4);
     project: (4, 1, 2, 1, 2, 4);
+    input_projection: (6, 1, 2, 1024, 65536);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -286,6 +319,7 @@ tier! {
     gru: (6, 3, 1, 3, 1, 2);
     rnn: (8, 1, 1, 1, 1, 8);
     project: (8, 1, 1, 1, 1, 8);
+    input_projection: (12, 2, 1, 1024, 65536);
 }
 
 tier! {
@@ -299,4 +333,5 @@ tier! {
     gru: (6, 3, 1, 3, 1, 2);
     rnn: (8, 1, 1, 1, 1, 8);
     project: (8, 1, 1, 1, 1, 8);
+    input_projection: (12, 2, 1, 1024, 65536);
 }

@@ -111,6 +111,14 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
     }
     #[inline(always)]
+    fn prefetch(self, x: &[f32]) {
+        if let Some(first) = x.first() {
+            // SAFETY: a prefetch never faults and changes no architectural state; `first` is a
+            // valid address anyway. SSE (part of every x86-64 CPU).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>((first as *const f32).cast::<i8>()) }
+        }
+    }
+    #[inline(always)]
     fn scale_pow2(self, x: __m256, n: __m256) -> __m256 {
         // Two factors 2^n1 * 2^n2 with n1 = n >> 1, n2 = n - n1, both in [-75, 64]: each is a
         // normal f32, the first product is exact and the second rounds once (into the denormals,

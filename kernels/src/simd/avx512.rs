@@ -119,6 +119,14 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
     }
     #[inline(always)]
+    fn prefetch(self, x: &[f32]) {
+        if let Some(first) = x.first() {
+            // SAFETY: a prefetch never faults and changes no architectural state; `first` is a
+            // valid address anyway. SSE (part of every x86-64 CPU).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>((first as *const f32).cast::<i8>()) }
+        }
+    }
+    #[inline(always)]
     fn scale_pow2(self, x: __m512, n: __m512) -> __m512 {
         // `vscalefps` computes x * 2^floor(n) with one rounding, denormals and overflow included.
         // SAFETY: see the impl comment.

@@ -82,6 +82,14 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     /// below `f32::MIN_POSITIVE` are correctly rounded denormals (or zero), above `f32::MAX` inf.
     fn scale_pow2(self, x: Self::V, n: Self::V) -> Self::V;
 
+    /// Hints the cache to fetch the line holding `x[0]` (for writing soon, or reading); no
+    /// effect on results. Does nothing where a tier has no prefetch instruction, or for an
+    /// empty slice.
+    #[inline(always)]
+    fn prefetch(self, x: &[f32]) {
+        let _ = x;
+    }
+
     /// All lanes `0.0`.
     #[inline(always)]
     fn zero(self) -> Self::V {
