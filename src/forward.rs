@@ -8,6 +8,7 @@
 //! in parallel on the current rayon pool; a row's arithmetic never depends on the chunking, so
 //! results are bit-identical for any thread count.
 
+use std::collections::TryReserveError;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
@@ -219,6 +220,21 @@ pub struct PlanSummary {
 /// Smallest batch chunk worth a thread of its own.
 const MIN_CHUNK_ROWS: usize = 8;
 
+/// The most memory one forward pass may ask for, in bytes: its outputs and scratch, as
+/// [`Model::call_bytes`] counts them (64 GiB, as `MAX_MODEL_FILE_BYTES`). A call that needs
+/// more is refused with [`Error::InvalidInput`] before anything is allocated.
+///
+/// The need grows as `L · N` times the model's widths, so a modest input (a 64 MiB file of
+/// shape `(2^24, 1, 1)`) against a wide model can ask for terabytes. Why 64 GiB: it is more
+/// than a typical inference host can give one call, and far beyond what any call that finishes
+/// in reasonable time needs: a one-layer bidirectional LSTM with input and hidden size 4096
+/// reaches it at about 3·10^5 steps × rows, some half an hour of arithmetic at 100 GFLOP/s. A
+/// longer sequence is better fed in chunks to a [`crate::Session`], whose memory does not grow
+/// with `L`. Under the limit, an allocation the machine cannot satisfy is an error too, not an
+/// abort (though an operating system that overcommits memory may still end the process when
+/// the pages are first touched).
+pub const MAX_CALL_BYTES: u64 = 64 << 30;
+
 fn shape_err(what: &str, found: &[usize], expected: &[usize]) -> Error {
     Error::InvalidInput(format!(
         "{what} has shape {}, expected {}",
@@ -321,8 +337,12 @@ impl Model {
             arenas,
         } = ws;
         let plan = self.plan(fi, &shape, order, lengths);
-        refill(&mut out.h_n, states * n * h_out, false);
-        refill(&mut out.c_n, if lstm { states * n * h } else { 0 }, false);
+        // The call's need is within MAX_CALL_BYTES (checked above); an allocation the machine
+        // cannot satisfy still gets an error rather than an abort.
+        let oom = |_| self.out_of_memory(fi.input.shape, &shape);
+        refill(&mut out.h_n, states * n * h_out, false).map_err(oom)?;
+        refill(&mut out.c_n, if lstm { states * n * h } else { 0 }, false).map_err(oom)?;
+        self.grow_arenas(arenas, l, n).map_err(oom)?;
         let input_layout = SeqLayout {
             seq_len: l,
             batch: n,
@@ -378,7 +398,7 @@ impl Model {
                     },
                 )
             };
-            refill(dest, l * n * width, plan.ragged);
+            refill(dest, l * n * width, plan.ragged).map_err(oom)?;
             for (d, arena) in [&*a0, &*a1].into_iter().take(d_count).enumerate() {
                 let w = &self.layers[layer][d];
                 let idx = layer * d_count + d;
@@ -421,7 +441,19 @@ impl Model {
         })
     }
 
-    /// Validates the call's shapes against the model.
+    /// The bytes a forward pass on an input of `input_shape` allocates for its outputs and
+    /// scratch (with a fresh [`Workspace`] and fresh [`OutputBuffers`]), saturating at
+    /// `u64::MAX`: about `4 · L · N · (D · (I + G·H + H_out) + (1 + min(layers - 1, 2)) · D·H_out)`
+    /// for `L` steps of `N` sequences, `I` the widest layer input and `G` the gates. A call
+    /// over [`MAX_CALL_BYTES`] is refused. Errors as [`Model::forward`] does if the shape does
+    /// not fit the model; the input's data is not needed.
+    pub fn call_bytes(&self, input_shape: &[usize]) -> Result<u64> {
+        self.call_shape(input_shape)
+            .map(|shape| self.need_bytes(&shape).unwrap_or(u64::MAX))
+    }
+
+    /// Validates the call's shapes against the model, and its memory need against
+    /// [`MAX_CALL_BYTES`].
     fn check(&self, fi: &ForwardInput<'_>) -> Result<CallShape> {
         let cfg = self.config();
         let shape = fi.input.shape;
@@ -433,36 +465,8 @@ impl Model {
                 fi.input.data.len()
             )));
         }
-        let (l, n, i, batched) = match *shape {
-            [a, b, i] if cfg.batch_first => (b, a, i, true),
-            [l, n, i] => (l, n, i, true),
-            [l, i] => (l, 1, i, false),
-            _ => {
-                let layout = if cfg.batch_first {
-                    "(N, L, I)"
-                } else {
-                    "(L, N, I)"
-                };
-                return Err(Error::InvalidInput(format!(
-                    "input has shape {}, expected 3-D {layout} or 2-D (L, I) unbatched, with I = input_size = {}",
-                    Shape(shape),
-                    cfg.input_size
-                )));
-            }
-        };
-        if i != cfg.input_size {
-            return Err(Error::InvalidInput(format!(
-                "input has shape {}: its last dimension must be input_size = {}, found {i}",
-                Shape(shape),
-                cfg.input_size
-            )));
-        }
-        if l == 0 || n == 0 {
-            return Err(Error::InvalidInput(format!(
-                "input has shape {}: the sequence length and batch size must be at least 1",
-                Shape(shape)
-            )));
-        }
+        let call = self.call_shape(shape)?;
+        let (l, n, batched) = (call.seq_len, call.batch, call.batched);
         let states = cfg.directions() * cfg.num_layers;
         let state_ok = |t: &TensorView<'_>, w: usize| {
             let ok = if batched {
@@ -524,6 +528,135 @@ impl Model {
                     "lengths[{b}] = {len} is outside 1..={l} (the input's sequence length)"
                 )));
             }
+        }
+        // Last, so that a malformed call is told what is malformed.
+        match self.need_bytes(&call) {
+            Some(need) if need <= MAX_CALL_BYTES => {}
+            need => {
+                let need = need.map_or("more than 2^64 bytes".into(), |b| {
+                    format!("{b} bytes ({:.1} GiB)", b as f64 / (1u64 << 30) as f64)
+                });
+                return Err(Error::InvalidInput(format!(
+                    "input has shape {}: a forward pass of {cfg} on it needs {need} of outputs \
+                     and scratch, over the limit MAX_CALL_BYTES = {MAX_CALL_BYTES} bytes ({} GiB); \
+                     pass a shorter sequence or a smaller batch, or feed it to a Session in chunks",
+                    Shape(shape),
+                    MAX_CALL_BYTES >> 30
+                )));
+            }
+        }
+        Ok(call)
+    }
+
+    /// The bytes a call of `shape` allocates with a fresh workspace and output buffers (what
+    /// [`Model::forward_into`] sizes with [`refill`] and [`Model::grow_arenas`], plus the loop
+    /// order), or `None` if the count overflows.
+    fn need_bytes(&self, shape: &CallShape) -> Option<u64> {
+        let cfg = self.config();
+        let (l, n) = (shape.seq_len as u64, shape.batch as u64);
+        let d_count = cfg.directions() as u64;
+        let (h_out, h) = (cfg.output_hidden() as u64, cfg.hidden_size as u64);
+        let states = d_count * cfg.num_layers as u64;
+        let cell = if cfg.mode == Mode::Lstm { h } else { 0 };
+        // `output`, plus the layer buffers between layers (two at most: they swap).
+        let seq = l.checked_mul(n)?.checked_mul(d_count * h_out)?;
+        let layer_buffers = (cfg.num_layers as u64 - 1).min(2);
+        let mut floats = seq.checked_mul(1 + layer_buffers)?;
+        floats = floats.checked_add(states * n * (h_out + cell))?; // h_n, c_n
+        for d in 0..cfg.directions() {
+            floats = floats.checked_add(n.checked_mul(self.arena_row_floats(d, l)?)?)?;
+        }
+        // The loop order and lengths: two usizes per batch element.
+        floats
+            .checked_mul(4)?
+            .checked_add(n * 2 * std::mem::size_of::<usize>() as u64)
+    }
+
+    /// Floats per batch row of direction `d`'s arena over `l` steps: the widest layer's, as
+    /// [`Sizes::per_row`] counts them; `None` on overflow.
+    fn arena_row_floats(&self, d: usize, l: u64) -> Option<u64> {
+        let cfg = self.config();
+        let width = cfg.directions() * cfg.output_hidden();
+        self.layers
+            .iter()
+            .enumerate()
+            .try_fold(0u64, |most, (layer, dirs)| {
+                let in_size = if layer == 0 { cfg.input_size } else { width };
+                let sz = Sizes::new(&dirs[d], 1, in_size);
+                let per_step = (sz.x + sz.xp + sz.y) as u64;
+                let fixed = (sz.per_row() - (sz.x + sz.xp + sz.y)) as u64;
+                Some(most.max(l.checked_mul(per_step)?.checked_add(fixed)?))
+            })
+    }
+
+    /// Grows each direction's arena to its widest layer's need for `l` steps of `n` rows (a
+    /// workspace that has served this shape allocates nothing).
+    fn grow_arenas(
+        &self,
+        arenas: &mut [Vec<f32>; 2],
+        l: usize,
+        n: usize,
+    ) -> Result<(), TryReserveError> {
+        for (d, arena) in arenas
+            .iter_mut()
+            .enumerate()
+            .take(self.config().directions())
+        {
+            // Within MAX_CALL_BYTES (checked in `check`), so the count fits a usize.
+            let need = self
+                .arena_row_floats(d, l as u64)
+                .map_or(usize::MAX, |f| (f as usize).saturating_mul(n));
+            if arena.len() < need {
+                refill(arena, need, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The error for an allocation that failed under [`MAX_CALL_BYTES`].
+    fn out_of_memory(&self, input_shape: &[usize], shape: &CallShape) -> Error {
+        let need = self.need_bytes(shape).unwrap_or(u64::MAX);
+        Error::InvalidInput(format!(
+            "input has shape {}: a forward pass of {} on it needs {need} bytes ({:.1} GiB) of \
+             outputs and scratch, and allocating them failed (out of memory)",
+            Shape(input_shape),
+            self.config(),
+            need as f64 / (1u64 << 30) as f64
+        ))
+    }
+
+    /// The call's shape, `(L, N, batched)`, checked against the model.
+    fn call_shape(&self, shape: &[usize]) -> Result<CallShape> {
+        let cfg = self.config();
+        let (l, n, i, batched) = match *shape {
+            [a, b, i] if cfg.batch_first => (b, a, i, true),
+            [l, n, i] => (l, n, i, true),
+            [l, i] => (l, 1, i, false),
+            _ => {
+                let layout = if cfg.batch_first {
+                    "(N, L, I)"
+                } else {
+                    "(L, N, I)"
+                };
+                return Err(Error::InvalidInput(format!(
+                    "input has shape {}, expected 3-D {layout} or 2-D (L, I) unbatched, with I = input_size = {}",
+                    Shape(shape),
+                    cfg.input_size
+                )));
+            }
+        };
+        if i != cfg.input_size {
+            return Err(Error::InvalidInput(format!(
+                "input has shape {}: its last dimension must be input_size = {}, found {i}",
+                Shape(shape),
+                cfg.input_size
+            )));
+        }
+        if l == 0 || n == 0 {
+            return Err(Error::InvalidInput(format!(
+                "input has shape {}: the sequence length and batch size must be at least 1",
+                Shape(shape)
+            )));
         }
         Ok(CallShape {
             seq_len: l,
@@ -603,12 +736,16 @@ fn split_threads(w: &DirectionWeights, steps: usize, threads: usize) -> usize {
 }
 
 /// Makes `v` hold exactly `len` elements, zeroing them only when asked (a buffer that will be
-/// overwritten whole needs no zeroing).
-fn refill(v: &mut Vec<f32>, len: usize, zero: bool) {
+/// overwritten whole needs no zeroing). Grows the capacity to exactly `len` if it must, and
+/// reports an allocation failure instead of aborting; a buffer already large enough allocates
+/// nothing.
+fn refill(v: &mut Vec<f32>, len: usize, zero: bool) -> Result<(), TryReserveError> {
     if zero {
         v.clear();
     }
+    v.try_reserve_exact(len.saturating_sub(v.len()))?;
     v.resize(len, 0.0);
+    Ok(())
 }
 
 /// The time index that loop step `s` reads for batch element `b`.
@@ -714,14 +851,12 @@ fn run_direction(
     x: &[f32],
     x_layout: SeqLayout,
     state0: (Option<&[f32]>, Option<&[f32]>),
-    arena: &mut Vec<f32>,
+    arena: &mut [f32],
 ) {
     let sz = Sizes::new(w, plan.seq_len, x_layout.width);
     let per_row = sz.per_row();
     let need = plan.batch * per_row;
-    if arena.len() < need {
-        arena.resize(need, 0.0);
-    }
+    // Sized for every layer by `Model::grow_arenas` before the first.
     let arena = &mut arena[..need];
     let run = |ci: usize, region: &mut [f32]| {
         let rows = region.len() / per_row;
@@ -1133,5 +1268,22 @@ fn gather_results(
             }
         }
         row0 += rows;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refill;
+
+    #[test]
+    fn refill_reports_an_allocation_it_cannot_make() {
+        let mut v = vec![1.0f32; 4];
+        // More bytes than `isize::MAX`: refused without asking the allocator.
+        assert!(refill(&mut v, usize::MAX / 2, false).is_err());
+        assert_eq!(v, [1.0; 4]);
+        refill(&mut v, 6, false).unwrap();
+        assert_eq!(v, [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
+        refill(&mut v, 3, true).unwrap();
+        assert_eq!(v, [0.0; 3]);
     }
 }

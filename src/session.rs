@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use crate::config::Mode;
 use crate::error::{Error, Result};
-use crate::forward::{ForwardInput, OutputBuffers, Outputs, Workspace};
+use crate::forward::{ForwardInput, OutputBuffers, Outputs, Workspace, MAX_CALL_BYTES};
 use crate::model::Model;
 use crate::tensor::{Shape, Tensor, TensorView};
 
@@ -590,7 +590,23 @@ pub fn run_chunked(model: &Model, fi: &ForwardInput<'_>, chunk: usize) -> Result
     }
     let i = cfg.input_size;
     let bf = cfg.batch_first && batched;
-    let mut output = vec![0.0f32; l * n * w];
+    // The whole sequence's output, bounded as a one-shot call's memory is (the session's own
+    // scratch is per chunk): an error, not an abort, when it is too large.
+    let too_large = || {
+        Error::InvalidInput(format!(
+            "input has shape {}: its output of {l} x {n} x {w} floats does not fit in \
+             MAX_CALL_BYTES = {MAX_CALL_BYTES} bytes or could not be allocated",
+            Shape(shape)
+        ))
+    };
+    let out_len = l
+        .checked_mul(n)
+        .and_then(|v| v.checked_mul(w))
+        .filter(|&v| (v as u64).saturating_mul(4) <= MAX_CALL_BYTES)
+        .ok_or_else(too_large)?;
+    let mut output = Vec::new();
+    output.try_reserve_exact(out_len).map_err(|_| too_large())?;
+    output.resize(out_len, 0.0f32);
     let mut x = Vec::new();
     let mut chunk_lens = vec![0usize; n];
     let mut t0 = 0;

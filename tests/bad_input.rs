@@ -530,6 +530,31 @@ fn empty_input_sequence() {
 }
 
 #[test]
+fn input_needing_more_than_max_call_bytes() {
+    // Small weights (hidden 2^14 projected to 1), wide scratch: 300000 steps of one float ask
+    // for more than 64 GiB, refused before anything is allocated.
+    let s = Setup::with(Config {
+        proj_size: 1,
+        ..Config::new(Mode::Lstm, 1, 1 << 14)
+    });
+    s.write_input(&input_bytes(
+        &Tensor::zeros(vec![300_000, 1, 1]),
+        None,
+        None,
+        None,
+    ));
+    s.run_fails(
+        &[],
+        &[
+            "input has shape (300000, 1, 1)",
+            "hidden_size=16384",
+            "bytes",
+            "over the limit MAX_CALL_BYTES = 68719476736 bytes (64 GiB)",
+        ],
+    );
+}
+
+#[test]
 fn wrong_h0_shape() {
     let s = Setup::lstm();
     let (h0, c0) = (random_tensor(vec![4, 2, 5], 2, 0.5), s.state(4));

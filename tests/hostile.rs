@@ -11,11 +11,12 @@ use std::cell::Cell;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use recur::forward::MAX_CALL_BYTES;
 use recur::load::{
     InputFile, MAX_DIMS, MAX_DIM_SIZE, MAX_HEADER_BYTES, MAX_HEADER_TOKENS, MAX_INPUT_FILE_BYTES,
     MAX_MODEL_FILE_BYTES, MAX_TENSORS,
 };
-use recur::{Error, LoadOptions, Model};
+use recur::{Config, Error, ForwardInput, LoadOptions, Mode, Model, StateDict, Tensor};
 
 // ---- Peak memory per thread.
 
@@ -625,6 +626,126 @@ fn files_above_the_size_limits() {
     assert_mentions(&err.to_string(), &["does not cover the file exactly"]);
     assert!(peak < 1 << 20, "{peak}");
     assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+// ---- Calls whose shape asks for more memory than a forward pass may take.
+
+/// A model with `config`'s shapes and small weights.
+fn model_of(config: Config) -> Model {
+    let mut sd = StateDict::new();
+    for layer in 0..config.num_layers {
+        for d in 0..config.directions() {
+            for (name, shape) in config.param_shapes(layer, d) {
+                let n = shape.iter().product();
+                let data = (0..n).map(|i| 0.01 * (i % 7) as f32 - 0.03).collect();
+                sd.insert(name, Tensor::new(shape, data).unwrap());
+            }
+        }
+    }
+    Model::from_state_dict(config, &sd).unwrap()
+}
+
+/// An LSTM small in weights (1.1 MB: hidden 2^14 projected to 1, input 1) whose scratch is wide
+/// (`4 · 2^14` floats per step and row), so a 1.2 MB input asks for more than 64 GiB.
+fn wide_scratch_lstm() -> Model {
+    model_of(Config {
+        proj_size: 1,
+        ..Config::new(Mode::Lstm, 1, 1 << 14)
+    })
+}
+
+#[test]
+fn a_call_over_max_call_bytes_is_refused_before_allocating() {
+    let model = wide_scratch_lstm();
+    for shape in [vec![300_000, 1, 1], vec![1, 300_000, 1], vec![300_000, 1]] {
+        let need = model.call_bytes(&shape).unwrap();
+        assert!(need > MAX_CALL_BYTES, "{shape:?} needs only {need}");
+        let x = Tensor::zeros(shape.clone());
+        let (result, peak) = peak_bytes(|| model.forward(&ForwardInput::new(x.view())));
+        let err = match result {
+            Err(e @ Error::InvalidInput(_)) => e.to_string(),
+            other => panic!("{shape:?}: {other:?}"),
+        };
+        assert!(!err.contains('\n'), "not one line: {err}");
+        assert_mentions(
+            &err,
+            &[
+                &format!("input has shape {}", recur::tensor::Shape(&shape)),
+                "hidden_size=16384",
+                "proj_size=1",
+                &format!("needs {need} bytes"),
+                &format!("MAX_CALL_BYTES = {MAX_CALL_BYTES} bytes"),
+            ],
+        );
+        assert!(peak < SMALL, "the refused call held {peak} bytes");
+    }
+    // One step less than the limit's worth is still fine to ask for (not run: 64 GiB).
+    let per_step = model.call_bytes(&[2, 1, 1]).unwrap() - model.call_bytes(&[1, 1, 1]).unwrap();
+    let fits = (MAX_CALL_BYTES - model.call_bytes(&[1, 1, 1]).unwrap()) / per_step + 1;
+    assert!(model.call_bytes(&[fits as usize, 1, 1]).unwrap() <= MAX_CALL_BYTES);
+    assert!(model.call_bytes(&[fits as usize + 1, 1, 1]).unwrap() > MAX_CALL_BYTES);
+}
+
+#[test]
+fn call_bytes_saturates_and_checks_the_shape() {
+    let model = wide_scratch_lstm();
+    assert_eq!(model.call_bytes(&[1 << 40, 1 << 40, 1]).unwrap(), u64::MAX);
+    assert_eq!(
+        model.call_bytes(&[usize::MAX, usize::MAX, 1]).unwrap(),
+        u64::MAX
+    );
+    let err = model.call_bytes(&[3, 2, 5]).unwrap_err().to_string();
+    assert_mentions(&err, &["input has shape (3, 2, 5)", "input_size = 1"]);
+    let err = model.call_bytes(&[0, 2, 1]).unwrap_err().to_string();
+    assert_mentions(&err, &["at least 1"]);
+}
+
+#[test]
+fn call_bytes_is_what_a_call_allocates() {
+    // One thread, so every allocation of the call is on the thread that measures.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let configs = [
+        Config::new(Mode::RnnTanh, 3, 5),
+        Config {
+            num_layers: 2,
+            bidirectional: true,
+            ..Config::new(Mode::Gru, 4, 6)
+        },
+        Config {
+            num_layers: 4,
+            bidirectional: true,
+            proj_size: 3,
+            ..Config::new(Mode::Lstm, 7, 9)
+        },
+        Config {
+            num_layers: 3,
+            batch_first: true,
+            ..Config::new(Mode::Lstm, 2, 33)
+        },
+    ];
+    for config in configs {
+        let model = model_of(config.clone());
+        for shape in [
+            vec![5, 3, config.input_size],
+            vec![40, 17, config.input_size],
+            vec![11, config.input_size],
+        ] {
+            let x = Tensor::zeros(shape.clone());
+            let need = model.call_bytes(&shape).unwrap();
+            let (out, peak) =
+                pool.install(|| peak_bytes(|| model.forward(&ForwardInput::new(x.view()))));
+            out.unwrap();
+            // Beyond the counted buffers: the three output shapes and the small-vector minimum
+            // capacity of the loop order and lengths.
+            assert!(
+                need <= peak && peak <= need + 256,
+                "{config}, input {shape:?}: counted {need} bytes, the call held {peak}"
+            );
+        }
+    }
 }
 
 // ---- Regression tests for what the fuzzers found (fuzz/README.md).
