@@ -902,7 +902,7 @@ fn run_chunk(
         }
     }
     // Input projection of every step at once: xp = x W_ihᵀ + bias.
-    (kernels.input_projection)(&w.w_ih, &w.bias_x, ch.x, ch.xp, l * rows);
+    project_inputs(kernels, w, ch.x, ch.xp, l * rows, plan.split);
 
     // Initial state.
     for (r, &b) in order.iter().enumerate() {
@@ -926,6 +926,37 @@ fn run_chunk(
         run_steps(kernels, w, plan, ch);
     }
 }
+
+/// The input projection `xp = x W_ihᵀ + bias` of `n` rows, in `parts` contiguous row shares
+/// on the rayon pool when the chunk's steps will be split across `parts` threads (the pool then
+/// has that many); otherwise on the calling thread. A row's projection does not depend on the
+/// other rows of the call (the kernel's contract), so the results are the same bits either way.
+fn project_inputs(
+    kernels: &Kernels,
+    w: &DirectionWeights,
+    x: &[f32],
+    xp: &mut [f32],
+    n: usize,
+    parts: usize,
+) {
+    let (k, gh) = (w.w_ih.cols(), w.w_ih.rows());
+    let parts = parts.min(n / MIN_PROJECTION_SHARE).max(1);
+    if parts == 1 || k == 0 || gh == 0 {
+        (kernels.input_projection)(&w.w_ih, &w.bias_x, x, xp, n);
+        return;
+    }
+    let per = n.div_ceil(parts);
+    xp[..n * gh]
+        .par_chunks_mut(per * gh)
+        .zip(x[..n * k].par_chunks(per * k))
+        .for_each(|(xp_part, x_part)| {
+            let m = xp_part.len() / gh;
+            (kernels.input_projection)(&w.w_ih, &w.bias_x, x_part, xp_part, m);
+        });
+}
+
+/// The fewest rows a share of a split input projection takes (fewer are not worth a thread).
+const MIN_PROJECTION_SHARE: usize = 16;
 
 /// The number of rows still running at loop step `s`, given the count at the previous step
 /// (rows are sorted by length, longest first, so the active ones are a prefix).
