@@ -15,8 +15,8 @@
 //!
 //! A [`Model`] is immutable and `Send + Sync`; share it with `Arc` and give each calling thread
 //! its own [`Workspace`] (via [`Model::forward_with`]) to reuse scratch memory across calls.
-//! [`reference`] holds a plain float64 implementation of the same semantics, the oracle of the
-//! property tests.
+//! [`reference`](mod@reference) holds a plain float64 implementation of the same semantics,
+//! the oracle of the property tests.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Runs ../shared/bench/peers.py several times at each thread count and prints, per case, the
+median of each column and the median speedup with its range over the runs.
+
+The project's machine is shared: the same binary's median time moves by up to ~30% between
+consecutive runs, so one peers.py table is one sample. Usage (from the project root, after
+`cargo build --release`, with the peers venv of docs/PERFORMANCE.md):
+
+    ../peers-venv/bin/python scripts/peers_runs.py --runs 3 --threads 1 2 \
+        --recur target/release/recur [--save DIR]
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEERS = os.path.join(HERE, "..", "..", "shared", "bench", "peers.py")
+
+
+def table(text):
+    """The rows of the markdown table after the `threads=` line: case -> 5 values or None."""
+    rows, seen = {}, False
+    for line in text.splitlines():
+        if line.startswith("threads="):
+            seen = True
+            continue
+        if not seen or not line.startswith("|"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 6 or cells[0] == "case" or cells[0].startswith("-"):
+            continue
+        try:
+            rows[cells[0]] = [None if c == "-" else float(c) for c in cells[1:]]
+        except ValueError:
+            continue
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--recur", required=True)
+    ap.add_argument("--peers", default=PEERS)
+    ap.add_argument("--save", help="directory for each run's raw output")
+    args = ap.parse_args()
+    samples = {t: {} for t in args.threads}
+    for run in range(args.runs):
+        for t in args.threads:
+            out = subprocess.run(
+                [sys.executable, args.peers, "--threads", str(t), "--recur", args.recur],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            if args.save:
+                os.makedirs(args.save, exist_ok=True)
+                with open(os.path.join(args.save, f"t{t}_run{run + 1}.txt"), "w") as f:
+                    f.write(out)
+            for case, vals in table(out).items():
+                samples[t].setdefault(case, []).append(vals)
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"
+    for t in args.threads:
+        print(f"threads={t} (median of {args.runs} runs; speedup range in brackets)")
+        print("| case | torch oneDNN ms | torch native ms | ORT ms | recur ms | speedup vs best peer |")
+        print("|---|---|---|---|---|---|")
+        for case, vs in samples[t].items():
+            med = []
+            for i in range(5):
+                xs = [v[i] for v in vs if v[i] is not None]
+                med.append(statistics.median(xs) if xs else None)
+            r = [v[4] for v in vs if v[4] is not None]
+            print(f"| {case} | {fmt(med[0])} | {fmt(med[1])} | {fmt(med[2])} | {fmt(med[3])} "
+                  f"| {statistics.median(r):.2f} [{min(r):.2f}-{max(r):.2f}] |")
+        print()
+
+
+if __name__ == "__main__":
+    main()
