@@ -10,9 +10,6 @@ use common::*;
 use recur::{Config, Mode, StateDict, Tensor};
 use safetensors::tensor::Dtype;
 
-/// What the output file holds before each failing run.
-const OLD_OUTPUT: &[u8] = b"the previous output, which a failed run must not touch";
-
 /// A scratch directory with a valid model, a valid input and an existing output file.
 struct Setup {
     dir: tempfile::TempDir,
@@ -42,7 +39,7 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let sd = state_dict(&config, 7, Dtype::F32);
         let s = Setup { dir, config, sd };
-        s.write_model(&model_bytes(&s.sd, "", Dtype::F32, &[]));
+        s.write_weights("", &[]);
         s.write_input(&input_bytes(&s.good_input(), None, None, None));
         std::fs::write(s.output(), OLD_OUTPUT).unwrap();
         s
@@ -65,6 +62,18 @@ impl Setup {
     }
     fn write_input(&self, bytes: &[u8]) {
         std::fs::write(self.input(), bytes).unwrap();
+    }
+    /// Writes the model file: the setup's weights (f32) under `prefix`, with `metadata`.
+    fn write_weights(&self, prefix: &str, metadata: &[(&str, &str)]) {
+        self.write_model(&model_bytes(&self.sd, prefix, Dtype::F32, metadata));
+    }
+    /// Writes the model file holding just `tensors`.
+    fn write_model_tensors(&self, tensors: &[RawTensor]) {
+        self.write_model(&safetensors_bytes(tensors, &[]));
+    }
+    /// Writes the input file holding just `tensors`.
+    fn write_input_tensors(&self, tensors: &[RawTensor]) {
+        self.write_input(&safetensors_bytes(tensors, &[]));
     }
 
     /// A valid `(L=5, N=2, I)` input.
@@ -90,15 +99,7 @@ impl Setup {
 
     fn run_fails_env(&self, extra: &[&str], env: &[(&str, &str)], words: &[&str]) {
         let (m, i, o) = (self.model(), self.input(), self.output());
-        let mut args = vec![
-            "run",
-            "--model",
-            m.to_str().unwrap(),
-            "--input",
-            i.to_str().unwrap(),
-            "--output",
-            o.to_str().unwrap(),
-        ];
+        let mut args = run_args(&m, &i, &o);
         args.extend_from_slice(extra);
         self.fails(&args, env, words);
     }
@@ -106,20 +107,8 @@ impl Setup {
     /// Runs `args` and checks the failure contract.
     fn fails(&self, args: &[&str], env: &[(&str, &str)], words: &[&str]) {
         let out = recur(args, env);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        eprintln!("{stderr}");
-        assert!(!out.status.success(), "recur {args:?} succeeded");
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "exit status (not a signal): {stderr}"
-        );
-        assert!(stderr.starts_with("error: "), "stderr: {stderr:?}");
-        assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        for w in words {
-            assert!(stderr.contains(w), "stderr lacks {w:?}: {stderr}");
-        }
+        eprintln!("recur {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_error(&out, words);
         assert!(
             out.stdout.is_empty(),
             "stdout: {}",
@@ -144,10 +133,7 @@ fn assert_output_untouched(output: &Path, dir: &Path) {
         OLD_OUTPUT,
         "output file changed"
     );
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!name.contains(".tmp"), "temporary file {name} left behind");
-    }
+    assert_no_temp_files(dir);
 }
 
 /// A model file from `tensors` after dropping the named ones.
@@ -282,15 +268,9 @@ fn tensor_offsets_past_the_end() {
 #[test]
 fn missing_weight_hh() {
     let s = Setup::lstm();
-    s.write_model(&safetensors_bytes(
-        &without(s.tensors(), &["weight_hh_l0"]),
-        &[],
-    ));
+    s.write_model_tensors(&without(s.tensors(), &["weight_hh_l0"]));
     s.run_fails(&[], &["missing tensor weight_hh_l0"]);
-    s.write_model(&safetensors_bytes(
-        &without(s.tensors(), &["weight_hh_l1_reverse"]),
-        &[],
-    ));
+    s.write_model_tensors(&without(s.tensors(), &["weight_hh_l1_reverse"]));
     s.run_fails(
         &[],
         &[
@@ -303,10 +283,7 @@ fn missing_weight_hh() {
 #[test]
 fn missing_bias_hh_while_bias_ih_present() {
     let s = Setup::lstm();
-    s.write_model(&safetensors_bytes(
-        &without(s.tensors(), &["bias_hh_l1"]),
-        &[],
-    ));
+    s.write_model_tensors(&without(s.tensors(), &["bias_hh_l1"]));
     s.run_fails(&[], &["missing tensor bias_hh_l1", "(16,)"]);
 }
 
@@ -317,32 +294,23 @@ fn missing_layer_in_the_middle() {
         ..Config::new(Mode::Gru, 3, 4)
     });
     let names = ["weight_ih_l1", "weight_hh_l1", "bias_ih_l1", "bias_hh_l1"];
-    s.write_model(&safetensors_bytes(&without(s.tensors(), &names), &[]));
+    s.write_model_tensors(&without(s.tensors(), &names));
     s.run_fails(&[], &["missing tensor weight_ih_l1", "layer 2"]);
 }
 
 #[test]
 fn weight_hh_rows_not_a_gate_multiple() {
     let s = Setup::lstm();
-    s.write_model(&safetensors_bytes(
-        &reshaped(s.tensors(), "weight_hh_l0", vec![8, 4]),
-        &[],
-    ));
+    s.write_model_tensors(&reshaped(s.tensors(), "weight_hh_l0", vec![8, 4]));
     s.run_fails(&[], &["weight_hh_l0", "(8, 4)", "G*hidden_size"]);
-    s.write_model(&safetensors_bytes(
-        &reshaped(s.tensors(), "weight_hh_l0", vec![16]),
-        &[],
-    ));
+    s.write_model_tensors(&reshaped(s.tensors(), "weight_hh_l0", vec![16]));
     s.run_fails(&[], &["weight_hh_l0", "(16,)", "2-D"]);
 }
 
 #[test]
 fn layer_one_weight_ih_of_the_wrong_width() {
     let s = Setup::lstm();
-    s.write_model(&safetensors_bytes(
-        &reshaped(s.tensors(), "weight_ih_l1", vec![16, 4]),
-        &[],
-    ));
+    s.write_model_tensors(&reshaped(s.tensors(), "weight_ih_l1", vec![16, 4]));
     s.run_fails(
         &[],
         &["weight_ih_l1", "has shape (16, 4)", "expected (16, 8)"],
@@ -352,10 +320,7 @@ fn layer_one_weight_ih_of_the_wrong_width() {
 #[test]
 fn bias_of_the_wrong_length() {
     let s = Setup::gru();
-    s.write_model(&safetensors_bytes(
-        &reshaped(s.tensors(), "bias_ih_l0", vec![11]),
-        &[],
-    ));
+    s.write_model_tensors(&reshaped(s.tensors(), "bias_ih_l0", vec![11]));
     s.run_fails(&[], &["bias_ih_l0", "(11,)", "expected (12,)"]);
 }
 
@@ -365,10 +330,7 @@ fn projection_of_the_wrong_shape() {
         proj_size: 2,
         ..Config::new(Mode::Lstm, 3, 4)
     });
-    s.write_model(&safetensors_bytes(
-        &reshaped(s.tensors(), "weight_hr_l0", vec![3, 4]),
-        &[],
-    ));
+    s.write_model_tensors(&reshaped(s.tensors(), "weight_hr_l0", vec![3, 4]));
     s.run_fails(&[], &["weight_hr_l0", "(3, 4)", "weight_hh_l0"]);
 }
 
@@ -382,7 +344,7 @@ fn unexpected_tensor_in_the_module() {
         vec![2],
         &[1.0, 2.0],
     ));
-    s.write_model(&safetensors_bytes(&t, &[]));
+    s.write_model_tensors(&t);
     s.run_fails(&[], &["unexpected tensor head.weight", "--prefix"]);
 }
 
@@ -400,7 +362,7 @@ fn integer_weights() {
             }
         })
         .collect();
-    s.write_model(&safetensors_bytes(&t, &[]));
+    s.write_model_tensors(&t);
     s.run_fails(&[], &["bias_hh_l1", "dtype I32"]);
 }
 
@@ -409,29 +371,19 @@ fn integer_weights() {
 #[test]
 fn metadata_mode_contradicting_the_tensors() {
     let s = Setup::gru();
-    s.write_model(&model_bytes(&s.sd, "", Dtype::F32, &[("mode", "LSTM")]));
+    s.write_weights("", &[("mode", "LSTM")]);
     s.run_fails(
         &[],
         &["metadata mode = \"LSTM\"", "GRU", "weight_hh_l0", "(12, 4)"],
     );
-    s.write_model(&model_bytes(
-        &s.sd,
-        "",
-        Dtype::F32,
-        &[("mode", "TRANSFORMER")],
-    ));
+    s.write_weights("", &[("mode", "TRANSFORMER")]);
     s.run_fails(&[], &["metadata mode = \"TRANSFORMER\""]);
 }
 
 #[test]
 fn metadata_batch_first_not_a_boolean() {
     let s = Setup::gru();
-    s.write_model(&model_bytes(
-        &s.sd,
-        "",
-        Dtype::F32,
-        &[("batch_first", "maybe")],
-    ));
+    s.write_weights("", &[("batch_first", "maybe")]);
     s.run_fails(&[], &["batch_first", "\"maybe\""]);
 }
 
@@ -446,16 +398,11 @@ fn metadata_sizes_contradicting_the_tensors() {
         ("bias", "False", "bias = true"),
         ("proj_size", "2", "proj_size = 0"),
     ] {
-        s.write_model(&model_bytes(&s.sd, "", Dtype::F32, &[(key, value)]));
+        s.write_weights("", &[(key, value)]);
         let quoted = format!("metadata {key} = \"{value}\"");
         s.run_fails(&[], &[&quoted, says]);
     }
-    s.write_model(&model_bytes(
-        &s.sd,
-        "",
-        Dtype::F32,
-        &[("hidden_size", "four")],
-    ));
+    s.write_weights("", &[("hidden_size", "four")]);
     s.run_fails(&[], &["hidden_size", "\"four\""]);
 }
 
@@ -463,14 +410,14 @@ fn metadata_sizes_contradicting_the_tensors() {
 fn metadata_nonlinearity_contradicting_the_mode() {
     let s = Setup::with(Config::new(Mode::RnnTanh, 3, 4));
     let meta = [("mode", "RNN_TANH"), ("nonlinearity", "relu")];
-    s.write_model(&model_bytes(&s.sd, "", Dtype::F32, &meta));
+    s.write_weights("", &meta);
     s.run_fails(&[], &["nonlinearity", "relu", "RNN_TANH"]);
 }
 
 #[test]
 fn mode_flag_contradicting_metadata_or_tensors() {
     let s = Setup::with(Config::new(Mode::RnnTanh, 3, 4));
-    s.write_model(&model_bytes(&s.sd, "", Dtype::F32, &[("mode", "RNN_TANH")]));
+    s.write_weights("", &[("mode", "RNN_TANH")]);
     s.run_fails(
         &["--mode", "RNN_RELU"],
         &["requested mode RNN_RELU", "metadata mode = \"RNN_TANH\""],
@@ -612,15 +559,9 @@ fn lengths_negative_or_misshapen() {
     let s = Setup::gru();
     let input = s.good_input();
     let x = RawTensor::floats("input", Dtype::F32, input.shape.clone(), &input.data);
-    s.write_input(&safetensors_bytes(
-        &[x.clone(), RawTensor::i64s("lengths", vec![2], &[5, -3])],
-        &[],
-    ));
+    s.write_input_tensors(&[x.clone(), RawTensor::i64s("lengths", vec![2], &[5, -3])]);
     s.run_fails(&[], &["lengths[1] = -3", "negative"]);
-    s.write_input(&safetensors_bytes(
-        &[x, RawTensor::i64s("lengths", vec![1, 2], &[5, 3])],
-        &[],
-    ));
+    s.write_input_tensors(&[x, RawTensor::i64s("lengths", vec![1, 2], &[5, 3])]);
     s.run_fails(&[], &["lengths has shape (1, 2)", "1-D"]);
 }
 
@@ -632,7 +573,7 @@ fn float_lengths() {
         RawTensor::floats("input", Dtype::F32, input.shape.clone(), &input.data),
         RawTensor::floats("lengths", Dtype::F32, vec![2], &[5.0, 3.0]),
     ];
-    s.write_input(&safetensors_bytes(&t, &[]));
+    s.write_input_tensors(&t);
     s.run_fails(&[], &["lengths has dtype F32", "I64 or I32"]);
 }
 
@@ -640,14 +581,14 @@ fn float_lengths() {
 fn integer_input() {
     let s = Setup::gru();
     let t = [RawTensor::i64s("input", vec![5, 2, 3], &[1; 30])];
-    s.write_input(&safetensors_bytes(&t, &[]));
+    s.write_input_tensors(&t);
     s.run_fails(&[], &["input has dtype I64", "expected a float tensor"]);
     let input = s.good_input();
     let t = [
         RawTensor::floats("input", Dtype::F32, input.shape.clone(), &input.data),
         RawTensor::i64s("h0", vec![2, 2, 4], &[0; 16]),
     ];
-    s.write_input(&safetensors_bytes(&t, &[]));
+    s.write_input_tensors(&t);
     s.run_fails(&[], &["h0 has dtype I64"]);
 }
 
@@ -659,7 +600,7 @@ fn unknown_input_tensor_name() {
         RawTensor::floats("input", Dtype::F32, input.shape.clone(), &input.data),
         RawTensor::floats("hidden", Dtype::F32, vec![2, 2, 4], &[0.0; 16]),
     ];
-    s.write_input(&safetensors_bytes(&t, &[]));
+    s.write_input_tensors(&t);
     s.run_fails(&[], &["unexpected tensor hidden", "input, h0, c0, lengths"]);
 }
 
@@ -672,9 +613,9 @@ fn missing_input_tensor() {
         vec![2, 2, 4],
         &[0.0; 16],
     )];
-    s.write_input(&safetensors_bytes(&t, &[]));
+    s.write_input_tensors(&t);
     s.run_fails(&[], &["no tensor named input", "found h0"]);
-    s.write_input(&safetensors_bytes(&[], &[]));
+    s.write_input_tensors(&[]);
     s.run_fails(&[], &["no tensor named input"]);
 }
 
@@ -692,7 +633,7 @@ fn garbage_input_file() {
 #[test]
 fn prefix_matching_nothing() {
     let s = Setup::gru();
-    s.write_model(&model_bytes(&s.sd, "encoder.rnn.", Dtype::F32, &[]));
+    s.write_weights("encoder.rnn.", &[]);
     s.run_fails(
         &["--prefix", "decoder.rnn."],
         &["prefix decoder.rnn. matches no tensor", "encoder.rnn."],
@@ -706,10 +647,10 @@ fn prefix_matching_nothing() {
 #[test]
 fn nested_module_without_prefix() {
     let s = Setup::gru();
-    s.write_model(&model_bytes(&s.sd, "rnn.", Dtype::F32, &[]));
+    s.write_weights("rnn.", &[]);
     s.run_fails(&[], &["no recurrent-layer parameters", "rnn.", "--prefix"]);
     // A prefix naming a parent of the module.
-    s.write_model(&model_bytes(&s.sd, "encoder.rnn.", Dtype::F32, &[]));
+    s.write_weights("encoder.rnn.", &[]);
     s.run_fails(
         &["--prefix", "encoder"],
         &["under prefix encoder.", "encoder.rnn."],
@@ -725,9 +666,9 @@ fn model_without_recurrent_tensors() {
         vec![2],
         &[1.0, 2.0],
     )];
-    s.write_model(&safetensors_bytes(&t, &[]));
+    s.write_model_tensors(&t);
     s.run_fails(&[], &["no recurrent module"]);
-    s.write_model(&safetensors_bytes(&[], &[]));
+    s.write_model_tensors(&[]);
     s.run_fails(&[], &["no tensors"]);
 }
 
@@ -735,28 +676,10 @@ fn model_without_recurrent_tensors() {
 fn missing_files() {
     let s = Setup::gru();
     let missing = s.path("absent.safetensors");
-    let (i, o) = (s.input(), s.output());
-    let args = [
-        "run",
-        "--model",
-        missing.to_str().unwrap(),
-        "--input",
-        i.to_str().unwrap(),
-        "--output",
-        o.to_str().unwrap(),
-    ];
-    s.fails(&args, &[], &["absent.safetensors", "No such file"]);
-    let m = s.model();
-    let args = [
-        "run",
-        "--model",
-        m.to_str().unwrap(),
-        "--input",
-        missing.to_str().unwrap(),
-        "--output",
-        o.to_str().unwrap(),
-    ];
-    s.fails(&args, &[], &["absent.safetensors", "No such file"]);
+    let (m, i, o) = (s.model(), s.input(), s.output());
+    for args in [run_args(&missing, &i, &o), run_args(&m, &missing, &o)] {
+        s.fails(&args, &[], &["absent.safetensors", "No such file"]);
+    }
     s.fails(
         &["info", "--model", missing.to_str().unwrap()],
         &[],
@@ -772,17 +695,8 @@ fn output_directory_that_does_not_exist() {
     let s = Setup::gru();
     let out = s.path("no/such/dir/out.safetensors");
     let (m, i) = (s.model(), s.input());
-    let args = [
-        "run",
-        "--model",
-        m.to_str().unwrap(),
-        "--input",
-        i.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ];
     s.fails(
-        &args,
+        &run_args(&m, &i, &out),
         &[],
         &["no/such/dir/out.safetensors", "directory", "does not exist"],
     );
@@ -790,16 +704,7 @@ fn output_directory_that_does_not_exist() {
     // An output path that is a directory.
     let d = s.path("subdir");
     std::fs::create_dir(&d).unwrap();
-    let args = [
-        "run",
-        "--model",
-        m.to_str().unwrap(),
-        "--input",
-        i.to_str().unwrap(),
-        "--output",
-        d.to_str().unwrap(),
-    ];
-    s.fails(&args, &[], &["subdir"]);
+    s.fails(&run_args(&m, &i, &d), &[], &["subdir"]);
 }
 
 #[test]

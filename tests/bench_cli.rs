@@ -1,6 +1,10 @@
 //! `recur bench`: the JSON lines of SPEC §3 for suite cases and custom shapes, and clear errors.
 
+mod common;
+
 use std::process::Command;
+
+use common::{assert_error, assert_success};
 
 fn recur(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_recur"))
@@ -29,11 +33,7 @@ fn suite_case_prints_one_json_line_with_every_field() {
         "--seconds",
         "0.05",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "recur bench");
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 1);
     let r = &lines[0];
@@ -79,11 +79,7 @@ fn custom_shape_and_forced_tier() {
         .env("RECUR_ISA", "portable")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "recur bench");
     let r = &json_lines(&out)[0];
     assert_eq!(r["isa"], "portable");
     assert_eq!(r["name"], "custom_gru_i5_h17_l2_bi_b3_s7");
@@ -118,13 +114,6 @@ fn bad_bench_arguments_are_clear_errors() {
             "--seconds",
         ),
     ] {
-        let out = recur(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(
-            err.starts_with("error: ") && err.contains(words),
-            "{args:?}: {err}"
-        );
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_error(&recur(args), &[words]);
     }
 }

@@ -3,23 +3,20 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::*;
-use recur::{reference, Config, ForwardInput, Mode, StateDict, Tensor};
+use recur::{reference, Config, Mode, StateDict, Tensor};
 use safetensors::tensor::Dtype;
 
 /// SPEC §4: every output element within 1e-4 of float64.
 const TOL: f64 = 1e-4;
 
-/// A run's inputs, held so that the reference can borrow them.
+/// A model and a run's inputs, held so that the reference can borrow them.
 struct Case {
     config: Config,
     sd: StateDict,
-    input: Tensor,
-    h0: Option<Tensor>,
-    c0: Option<Tensor>,
-    lengths: Option<Vec<usize>>,
+    inputs: Inputs,
 }
 
 impl Case {
@@ -27,56 +24,49 @@ impl Case {
     /// config is batch-first, with initial states if `with_state`.
     fn new(config: Config, seq: usize, batch: usize, with_state: bool, seed: u64) -> Case {
         let sd = state_dict(&config, seed, Dtype::F32);
-        let shape = match (batch, config.batch_first) {
-            (0, _) => vec![seq, config.input_size],
-            (n, true) => vec![n, seq, config.input_size],
-            (n, false) => vec![seq, n, config.input_size],
-        };
-        let states = config.directions() * config.num_layers;
-        let state_shape = |w: usize| {
-            if batch == 0 {
-                vec![states, w]
-            } else {
-                vec![states, batch, w]
-            }
-        };
-        let h0 =
-            with_state.then(|| random_tensor(state_shape(config.output_hidden()), seed + 1, 0.5));
+        let run = Run::new(seq, batch, with_state);
+        let h0 = with_state.then(|| {
+            random_tensor(
+                run.state_shape(&config, config.output_hidden()),
+                seed + 1,
+                0.5,
+            )
+        });
         let c0 = (with_state && config.mode == Mode::Lstm)
-            .then(|| random_tensor(state_shape(config.hidden_size), seed + 2, 0.5));
-        Case {
-            input: random_tensor(shape, seed + 3, 1.0),
-            config,
-            sd,
+            .then(|| random_tensor(run.state_shape(&config, config.hidden_size), seed + 2, 0.5));
+        let inputs = Inputs {
+            input: random_tensor(run.input_shape(&config), seed + 3, 1.0),
             h0,
             c0,
             lengths: None,
-        }
-    }
-
-    fn forward_input(&self) -> ForwardInput<'_> {
-        ForwardInput {
-            input: self.input.view(),
-            h0: self.h0.as_ref().map(Tensor::view),
-            c0: self.c0.as_ref().map(Tensor::view),
-            lengths: self.lengths.as_deref(),
-        }
+        };
+        Case { config, sd, inputs }
     }
 
     fn write_input(&self, path: &Path) {
-        let bytes = input_bytes(
-            &self.input,
-            self.h0.as_ref(),
-            self.c0.as_ref(),
-            self.lengths.as_deref(),
-        );
-        std::fs::write(path, bytes).unwrap();
+        std::fs::write(path, self.inputs.file_bytes()).unwrap();
+    }
+
+    /// Writes the model (f32, no prefix, no metadata) and the input into `dir`; returns the
+    /// paths of the model, the input and the output to be.
+    fn write_files(&self, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let (model, input, output) = paths(dir);
+        std::fs::write(&model, model_bytes(&self.sd, "", Dtype::F32, &[])).unwrap();
+        self.write_input(&input);
+        (model, input, output)
+    }
+
+    /// Runs `recur run` on these files with `extra` arguments, asserts that it succeeds
+    /// silently, and checks the output against the reference.
+    fn run_and_check(&self, model: &Path, input: &Path, output: &Path, extra: &[&str]) {
+        run_ok(model, input, output, extra);
+        self.check_output(output);
     }
 
     /// Checks the output file against the float64 reference: names, dtypes, shapes, values.
     fn check_output(&self, path: &Path) {
         let out = read_f32_file(path);
-        let want = reference::forward(&self.config, &self.sd, &self.forward_input());
+        let want = reference::forward(&self.config, &self.sd, &self.inputs.forward_input());
         let mut names: Vec<&str> = out.keys().map(String::as_str).collect();
         names.sort_unstable();
         let expected_names: &[&str] = if self.config.mode == Mode::Lstm {
@@ -107,24 +97,26 @@ impl Case {
     }
 }
 
+/// The model, input and output paths of a run in `dir`.
+fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join("m.safetensors"),
+        dir.join("in.safetensors"),
+        dir.join("out.safetensors"),
+    )
+}
+
 /// Runs `recur run` and asserts success.
 fn run_ok(model: &Path, input: &Path, output: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "run",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ];
+    run_ok_env(model, input, output, extra, &[]);
+}
+
+/// Runs `recur run` with extra environment variables and asserts success, silently.
+fn run_ok_env(model: &Path, input: &Path, output: &Path, extra: &[&str], env: &[(&str, &str)]) {
+    let mut args = run_args(model, input, output);
     args.extend_from_slice(extra);
-    let out = recur(&args, &[]);
-    assert!(
-        out.status.success(),
-        "recur {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = recur(&args, env);
+    assert_success(&out, &format!("recur {args:?} {env:?}"));
     assert!(
         out.stderr.is_empty(),
         "{}",
@@ -174,8 +166,7 @@ fn run_matches_reference_for_every_mode() {
             );
             std::fs::write(&model, model_bytes(&case.sd, "", Dtype::F32, &meta)).unwrap();
             case.write_input(&input);
-            run_ok(&model, &input, &output, &[]);
-            case.check_output(&output);
+            case.run_and_check(&model, &input, &output, &[]);
         }
     }
 }
@@ -183,53 +174,23 @@ fn run_matches_reference_for_every_mode() {
 #[test]
 fn run_with_lengths_and_unbatched_input() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("m.safetensors");
-    let (input, output) = (
-        dir.path().join("in.safetensors"),
-        dir.path().join("out.safetensors"),
-    );
     let mut case = Case::new(config(Mode::Lstm, 2, true, 0), 7, 4, true, 3);
-    std::fs::write(&model, model_bytes(&case.sd, "", Dtype::F32, &[])).unwrap();
-    case.lengths = Some(vec![7, 2, 5, 1]);
-    case.write_input(&input);
-    run_ok(&model, &input, &output, &[]);
-    case.check_output(&output);
+    case.inputs.lengths = Some(vec![7, 2, 5, 1]);
+    let (model, input, output) = case.write_files(dir.path());
+    case.run_and_check(&model, &input, &output, &[]);
 
     // Lengths as I32 read the same.
-    let lens = RawTensor::i32s("lengths", vec![4], &[7, 2, 5, 1]);
-    let mut tensors = vec![
-        RawTensor::floats(
-            "input",
-            Dtype::F32,
-            case.input.shape.clone(),
-            &case.input.data,
-        ),
-        lens,
-    ];
-    let h0 = case.h0.as_ref().unwrap();
-    let c0 = case.c0.as_ref().unwrap();
-    tensors.push(RawTensor::floats(
-        "h0",
-        Dtype::F32,
-        h0.shape.clone(),
-        &h0.data,
-    ));
-    tensors.push(RawTensor::floats(
-        "c0",
-        Dtype::F32,
-        c0.shape.clone(),
-        &c0.data,
-    ));
+    let mut tensors = case.inputs.raw_tensors(Dtype::F32);
+    tensors.retain(|t| t.name != "lengths");
+    tensors.push(RawTensor::i32s("lengths", vec![4], &[7, 2, 5, 1]));
+    assert_eq!(tensors.len(), 4, "input, h0, c0 and lengths");
     std::fs::write(&input, safetensors_bytes(&tensors, &[])).unwrap();
-    run_ok(&model, &input, &output, &[]);
-    case.check_output(&output);
+    case.run_and_check(&model, &input, &output, &[]);
 
     // Unbatched (L, I) input gives unbatched outputs.
     let case = Case::new(config(Mode::Gru, 2, false, 0), 5, 0, true, 4);
-    std::fs::write(&model, model_bytes(&case.sd, "", Dtype::F32, &[])).unwrap();
-    case.write_input(&input);
-    run_ok(&model, &input, &output, &[]);
-    case.check_output(&output);
+    case.write_files(dir.path());
+    case.run_and_check(&model, &input, &output, &[]);
     assert_eq!(read_f32_file(&output)["output"].1, vec![5, 5]);
 }
 
@@ -246,44 +207,29 @@ fn prefix_selects_one_module_of_a_larger_state_dict() {
         vec![2, 5],
         &[0.5; 10],
     ));
-    let model = dir.path().join("m.safetensors");
+    let (model, input, output) = paths(dir.path());
     std::fs::write(&model, safetensors_bytes(&tensors, &[])).unwrap();
-    let (input, output) = (
-        dir.path().join("in.safetensors"),
-        dir.path().join("out.safetensors"),
-    );
 
     enc.write_input(&input);
-    run_ok(&model, &input, &output, &["--prefix", "encoder.rnn"]); // no trailing dot
-    enc.check_output(&output);
+    enc.run_and_check(&model, &input, &output, &["--prefix", "encoder.rnn"]); // no trailing dot
     dec.write_input(&input);
-    run_ok(&model, &input, &output, &["--prefix", "decoder.rnn."]);
-    dec.check_output(&output);
+    dec.run_and_check(&model, &input, &output, &["--prefix", "decoder.rnn."]);
 }
 
 #[test]
 fn mode_flag_chooses_relu_for_a_one_gate_model() {
     let dir = tempfile::tempdir().unwrap();
     let relu = Case::new(config(Mode::RnnRelu, 2, false, 0), 5, 2, false, 31);
-    let model = dir.path().join("m.safetensors");
-    std::fs::write(&model, model_bytes(&relu.sd, "", Dtype::F32, &[])).unwrap();
-    let (input, output) = (
-        dir.path().join("in.safetensors"),
-        dir.path().join("out.safetensors"),
-    );
-    relu.write_input(&input);
-    run_ok(&model, &input, &output, &["--mode", "RNN_RELU"]);
-    relu.check_output(&output);
+    let (model, input, output) = relu.write_files(dir.path());
+    relu.run_and_check(&model, &input, &output, &["--mode", "RNN_RELU"]);
 
     // Without --mode the same file is RNN_TANH, PyTorch's default.
     let tanh = Case {
         config: config(Mode::RnnTanh, 2, false, 0),
         ..relu
     };
-    run_ok(&model, &input, &output, &[]);
-    tanh.check_output(&output);
-    run_ok(&model, &input, &output, &["--mode", "rnn_tanh"]);
-    tanh.check_output(&output);
+    tanh.run_and_check(&model, &input, &output, &[]);
+    tanh.run_and_check(&model, &input, &output, &["--mode", "rnn_tanh"]);
 }
 
 #[test]
@@ -294,23 +240,18 @@ fn batch_first_from_flag_and_from_metadata() {
         ..config(Mode::Lstm, 2, true, 0)
     };
     let case = Case::new(cfg, 6, 3, true, 41);
-    let (input, output) = (
-        dir.path().join("in.safetensors"),
-        dir.path().join("out.safetensors"),
-    );
+    let (_, input, output) = paths(dir.path());
     case.write_input(&input);
 
     let plain = dir.path().join("plain.safetensors");
     std::fs::write(&plain, model_bytes(&case.sd, "", Dtype::F32, &[])).unwrap();
-    run_ok(&plain, &input, &output, &["--batch-first"]);
-    case.check_output(&output);
+    case.run_and_check(&plain, &input, &output, &["--batch-first"]);
     assert_eq!(read_f32_file(&output)["output"].1, vec![3, 6, 10]);
 
     let meta = dir.path().join("meta.safetensors");
     let tagged = model_bytes(&case.sd, "", Dtype::F32, &[("batch_first", "True")]);
     std::fs::write(&meta, tagged).unwrap();
-    run_ok(&meta, &input, &output, &[]);
-    case.check_output(&output);
+    case.run_and_check(&meta, &input, &output, &[]);
 }
 
 #[test]
@@ -324,11 +265,8 @@ fn thread_counts_give_bit_identical_files() {
     .enumerate()
     {
         let mut case = Case::new(cfg, 9, 40, true, 51 + i as u64);
-        case.lengths = Some((0..40).map(|b| 1 + b % 9).collect());
-        let model = dir.path().join("m.safetensors");
-        std::fs::write(&model, model_bytes(&case.sd, "", Dtype::F32, &[])).unwrap();
-        let input = dir.path().join("in.safetensors");
-        case.write_input(&input);
+        case.inputs.lengths = Some((0..40).map(|b| 1 + b % 9).collect());
+        let (model, input, _) = case.write_files(dir.path());
         let mut files = Vec::new();
         for threads in ["1", "2", "3", "0"] {
             let output = dir.path().join(format!("out{threads}.safetensors"));
@@ -350,35 +288,21 @@ fn reduced_and_double_precision_weights_load() {
         let mut case = Case::new(cfg, 5, 2, true, 61);
         // The reference reads the weights as the file holds them.
         case.sd = state_dict(&case.config, 61, dtype);
-        let model = dir.path().join("m.safetensors");
+        let (model, input, output) = paths(dir.path());
         std::fs::write(&model, model_bytes(&case.sd, "rnn.", dtype, &[])).unwrap();
-        let (input, output) = (
-            dir.path().join("in.safetensors"),
-            dir.path().join("out.safetensors"),
-        );
         // Input in the same dtype.
-        let inp = round_input(&case.input, dtype);
-        case.input = inp;
-        let tensors = vec![
-            RawTensor::floats("input", dtype, case.input.shape.clone(), &case.input.data),
-            RawTensor::floats(
-                "h0",
-                dtype,
-                case.h0.as_ref().unwrap().shape.clone(),
-                &round_input(case.h0.as_ref().unwrap(), dtype).data,
-            ),
-            RawTensor::floats(
-                "c0",
-                dtype,
-                case.c0.as_ref().unwrap().shape.clone(),
-                &round_input(case.c0.as_ref().unwrap(), dtype).data,
-            ),
-        ];
-        case.h0 = Some(round_input(case.h0.as_ref().unwrap(), dtype));
-        case.c0 = Some(round_input(case.c0.as_ref().unwrap(), dtype));
+        let inputs = &mut case.inputs;
+        for t in [
+            Some(&mut inputs.input),
+            inputs.h0.as_mut(),
+            inputs.c0.as_mut(),
+        ] {
+            let t = t.expect("input, h0 and c0");
+            *t = round_input(t, dtype);
+        }
+        let tensors = inputs.raw_tensors(dtype);
         std::fs::write(&input, safetensors_bytes(&tensors, &[])).unwrap();
-        run_ok(&model, &input, &output, &["--prefix", "rnn."]);
-        case.check_output(&output);
+        case.run_and_check(&model, &input, &output, &["--prefix", "rnn."]);
     }
 }
 
@@ -394,16 +318,9 @@ fn round_input(t: &Tensor, dtype: Dtype) -> Tensor {
 fn output_replaces_an_existing_file_and_leaves_no_temporary() {
     let dir = tempfile::tempdir().unwrap();
     let case = Case::new(config(Mode::Gru, 1, false, 0), 3, 2, false, 71);
-    let model = dir.path().join("m.safetensors");
-    std::fs::write(&model, model_bytes(&case.sd, "", Dtype::F32, &[])).unwrap();
-    let (input, output) = (
-        dir.path().join("in.safetensors"),
-        dir.path().join("out.safetensors"),
-    );
-    case.write_input(&input);
+    let (model, input, output) = case.write_files(dir.path());
     std::fs::write(&output, b"old contents").unwrap();
-    run_ok(&model, &input, &output, &[]);
-    case.check_output(&output);
+    case.run_and_check(&model, &input, &output, &[]);
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -426,22 +343,15 @@ fn info_prints_the_configuration_and_tier() {
         model_bytes(&sd, "enc.lstm.", Dtype::F16, &[("batch_first", "true")]),
     )
     .unwrap();
-    let out = recur(
-        &[
-            "info",
-            "--model",
-            model.to_str().unwrap(),
-            "--prefix",
-            "enc.lstm",
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    // `recur info` on the model with `extra` arguments and `env`: it succeeds; its stdout.
+    let info = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["info", "--model", model.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = recur(&args, env);
+        assert_success(&out, &format!("recur {args:?} {env:?}"));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = info(&["--prefix", "enc.lstm"], &[]);
     let params: usize = sd.values().map(|t| t.data.len()).sum();
     for line in [
         "mode: LSTM".to_string(),
@@ -463,72 +373,22 @@ fn info_prints_the_configuration_and_tier() {
     assert!(text.contains("packed_recurrent_weight_bytes: "), "{text}");
 
     // Every available tier can be forced, and info reports it.
-    for isa in recur::Isa::ALL.into_iter().filter(|i| i.is_available()) {
-        let out = recur(
-            &[
-                "info",
-                "--model",
-                model.to_str().unwrap(),
-                "--prefix",
-                "enc.lstm.",
-            ],
-            &[("RECUR_ISA", isa.name())],
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
+    for isa in available_tiers() {
+        let text = info(&["--prefix", "enc.lstm."], &[("RECUR_ISA", isa.name())]);
         assert!(text.contains(&format!("isa: {isa}\n")), "{text}");
     }
 
     // --mode agreeing with the tensors is accepted.
-    let out = recur(
-        &[
-            "info",
-            "--model",
-            model.to_str().unwrap(),
-            "--prefix",
-            "enc.lstm.",
-            "--mode",
-            "LSTM",
-        ],
-        &[],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    info(&["--prefix", "enc.lstm.", "--mode", "LSTM"], &[]);
 }
 
 #[test]
 fn every_tier_gives_the_reference_results() {
     let dir = tempfile::tempdir().unwrap();
     let case = Case::new(config(Mode::Lstm, 2, true, 3), 6, 9, true, 91);
-    let model = dir.path().join("m.safetensors");
-    std::fs::write(&model, model_bytes(&case.sd, "", Dtype::F32, &[])).unwrap();
-    let (input, output) = (
-        dir.path().join("in.safetensors"),
-        dir.path().join("out.safetensors"),
-    );
-    case.write_input(&input);
-    for isa in recur::Isa::ALL {
-        if !isa.is_available() {
-            eprintln!("skipping tier {isa}: not available on this machine");
-            continue;
-        }
-        let args = [
-            "run",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            output.to_str().unwrap(),
-        ];
-        let out = recur(&args, &[("RECUR_ISA", isa.name())]);
-        assert!(
-            out.status.success(),
-            "{isa}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let (model, input, output) = case.write_files(dir.path());
+    for isa in available_tiers() {
+        run_ok_env(&model, &input, &output, &[], &[("RECUR_ISA", isa.name())]);
         case.check_output(&output);
     }
 }

@@ -17,9 +17,6 @@ use common::*;
 use recur::{Config, Mode};
 use safetensors::tensor::Dtype;
 
-/// What the output file holds before each failing run.
-const OLD_OUTPUT: &[u8] = b"the previous output, which a failed run must not touch";
-
 /// Longest a failing run may take: these all fail before any real work.
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -85,13 +82,6 @@ impl Setup {
     }
 }
 
-fn assert_no_temp_files(dir: &Path) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!name.ends_with(".tmp"), "temporary file {name} left behind");
-    }
-}
-
 /// Runs the `recur` binary, killing it (and failing) if it runs past [`DEADLINE`].
 fn run_with_deadline(args: &[&str]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_recur"))
@@ -116,27 +106,6 @@ fn run_with_deadline(args: &[&str]) -> Output {
     }
 }
 
-/// The run failed with exit status 1 and one line `error: ...` holding every word.
-fn assert_fails(out: &Output, words: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "status {:?}: {stderr}",
-        out.status
-    );
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "not one line: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    for w in words {
-        assert!(stderr.contains(w), "{stderr:?} does not mention {w:?}");
-    }
-}
-
 // ---- Inputs that cannot be read.
 
 #[test]
@@ -147,13 +116,13 @@ fn missing_model_and_input() {
         "input.safetensors",
         "output.safetensors",
     );
-    assert_fails(&out, &["absent.safetensors", "No such file"]);
+    assert_error(&out, &["absent.safetensors", "No such file"]);
     let out = s.run(
         "model.safetensors",
         "absent.safetensors",
         "output.safetensors",
     );
-    assert_fails(&out, &["absent.safetensors", "No such file"]);
+    assert_error(&out, &["absent.safetensors", "No such file"]);
     s.assert_untouched();
 }
 
@@ -165,13 +134,13 @@ fn a_path_through_a_regular_file() {
         "input.safetensors",
         "output.safetensors",
     );
-    assert_fails(&out, &["model.safetensors/inner", "Not a directory"]);
+    assert_error(&out, &["model.safetensors/inner", "Not a directory"]);
     let out = s.run(
         "model.safetensors",
         "input.safetensors/inner",
         "output.safetensors",
     );
-    assert_fails(&out, &["input.safetensors/inner", "Not a directory"]);
+    assert_error(&out, &["input.safetensors/inner", "Not a directory"]);
     s.assert_untouched();
 }
 
@@ -185,7 +154,7 @@ fn a_dangling_symlink() {
         "input.safetensors",
         "output.safetensors",
     );
-    assert_fails(&out, &["link.safetensors", "No such file"]);
+    assert_error(&out, &["link.safetensors", "No such file"]);
     s.assert_untouched();
 }
 
@@ -194,12 +163,12 @@ fn a_directory_as_model_or_input() {
     let s = Setup::small();
     std::fs::create_dir(s.path("d")).unwrap();
     let out = s.run("d", "input.safetensors", "output.safetensors");
-    assert_fails(&out, &[&s.s("d"), "is a directory", "regular file"]);
+    assert_error(&out, &[&s.s("d"), "is a directory", "regular file"]);
     let out = s.run("model.safetensors", "d", "output.safetensors");
-    assert_fails(&out, &[&s.s("d"), "is a directory"]);
+    assert_error(&out, &[&s.s("d"), "is a directory"]);
     let d = s.s("d");
     let out = run_with_deadline(&["info", "--model", &d]);
-    assert_fails(&out, &[&d, "is a directory"]);
+    assert_error(&out, &[&d, "is a directory"]);
     s.assert_untouched();
 }
 
@@ -208,11 +177,11 @@ fn a_directory_as_model_or_input() {
 fn dev_zero_as_model_or_input_is_not_read() {
     let s = Setup::small();
     let out = s.run("/dev/zero", "input.safetensors", "output.safetensors");
-    assert_fails(&out, &["/dev/zero", "character device", "regular file"]);
+    assert_error(&out, &["/dev/zero", "character device", "regular file"]);
     let out = s.run("model.safetensors", "/dev/zero", "output.safetensors");
-    assert_fails(&out, &["/dev/zero", "character device"]);
+    assert_error(&out, &["/dev/zero", "character device"]);
     let out = run_with_deadline(&["info", "--model", "/dev/zero"]);
-    assert_fails(&out, &["/dev/zero", "character device"]);
+    assert_error(&out, &["/dev/zero", "character device"]);
     s.assert_untouched();
 }
 
@@ -232,13 +201,13 @@ fn a_fifo_as_model_or_input_does_not_block() {
         "input.safetensors",
         "output.safetensors",
     );
-    assert_fails(&out, &["pipe.safetensors", "FIFO", "regular file"]);
+    assert_error(&out, &["pipe.safetensors", "FIFO", "regular file"]);
     let out = s.run(
         "model.safetensors",
         "pipe.safetensors",
         "output.safetensors",
     );
-    assert_fails(&out, &["pipe.safetensors", "FIFO"]);
+    assert_error(&out, &["pipe.safetensors", "FIFO"]);
     std::fs::remove_file(&fifo).unwrap();
     s.assert_untouched();
 }
@@ -256,7 +225,7 @@ fn a_model_file_above_the_size_limit() {
         "input.safetensors",
         "output.safetensors",
     );
-    assert_fails(&out, &["huge.safetensors", "limit", "64 GiB"]);
+    assert_error(&out, &["huge.safetensors", "limit", "64 GiB"]);
     std::fs::remove_file(s.path("huge.safetensors")).unwrap();
     s.assert_untouched();
 }
@@ -271,7 +240,7 @@ fn output_directory_missing() {
         "input.safetensors",
         "missing/out.safetensors",
     );
-    assert_fails(&out, &["missing/out.safetensors", "does not exist"]);
+    assert_error(&out, &["missing/out.safetensors", "does not exist"]);
     assert!(!s.path("missing").exists());
     s.assert_untouched();
 }
@@ -284,7 +253,7 @@ fn output_parent_is_a_regular_file() {
         "input.safetensors",
         "output.safetensors/out.safetensors",
     );
-    assert_fails(
+    assert_error(
         &out,
         &["output.safetensors/out.safetensors", "is not a directory"],
     );
@@ -296,7 +265,7 @@ fn output_is_a_directory() {
     let s = Setup::small();
     std::fs::create_dir(s.path("outdir")).unwrap();
     let out = s.run("model.safetensors", "input.safetensors", "outdir");
-    assert_fails(&out, &["outdir", "is a directory"]);
+    assert_error(&out, &["outdir", "is a directory"]);
     assert_eq!(std::fs::read_dir(s.path("outdir")).unwrap().count(), 0);
     s.assert_untouched();
 }
@@ -311,14 +280,14 @@ fn output_under_proc_is_refused() {
     }
     let before = std::fs::read("/proc/version").unwrap();
     let out = s.run("model.safetensors", "input.safetensors", "/proc/version");
-    assert_fails(&out, &["/proc/version"]);
+    assert_error(&out, &["/proc/version"]);
     assert_eq!(std::fs::read("/proc/version").unwrap(), before);
     let out = s.run(
         "model.safetensors",
         "input.safetensors",
         "/proc/recur-out.safetensors",
     );
-    assert_fails(&out, &["/proc/recur-out.safetensors"]);
+    assert_error(&out, &["/proc/recur-out.safetensors"]);
     assert!(!Path::new("/proc/recur-out.safetensors").exists());
     s.assert_untouched();
 }
@@ -333,7 +302,7 @@ fn dev_full_as_output() {
     }
     let s = Setup::small();
     let out = s.run("model.safetensors", "input.safetensors", "/dev/full");
-    assert_fails(&out, &["/dev/full", "No space left on device"]);
+    assert_error(&out, &["/dev/full", "No space left on device"]);
     // Written in place: renaming a temporary file over it would have replaced the device.
     let meta = std::fs::metadata("/dev/full").unwrap();
     assert!(
@@ -349,11 +318,7 @@ fn dev_full_as_output() {
 fn dev_stdout_as_output_streams_the_file() {
     let s = Setup::small();
     let out = s.run("model.safetensors", "input.safetensors", "/dev/stdout");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "recur run");
     let st = safetensors::SafeTensors::deserialize(&out.stdout).expect("a safetensors file");
     assert_eq!(st.tensor("output").unwrap().shape(), &[5, 2, 4]);
     assert_eq!(st.tensor("c_n").unwrap().shape(), &[1, 2, 4]);
@@ -387,7 +352,7 @@ fn a_full_filesystem_leaves_the_old_output() {
     let t = target.to_str().unwrap();
     let (m, i) = (s.s("model.safetensors"), s.s("input.safetensors"));
     let out = run_with_deadline(&["run", "--model", &m, "--input", &i, "--output", t]);
-    assert_fails(
+    assert_error(
         &out,
         &[
             "out.safetensors",
@@ -402,22 +367,14 @@ fn a_full_filesystem_leaves_the_old_output() {
     let small = Setup::small();
     let (m, i) = (small.s("model.safetensors"), small.s("input.safetensors"));
     let out = run_with_deadline(&["run", "--model", &m, "--input", &i, "--output", t]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "recur run");
 }
 
 #[test]
 fn a_failed_run_after_a_good_one_keeps_the_good_output() {
     let s = Setup::small();
     let out = s.run("model.safetensors", "input.safetensors", "good.safetensors");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "recur run");
     let good = std::fs::read(s.path("good.safetensors")).unwrap();
     std::fs::write(s.path("bad_input.safetensors"), b"not a safetensors file").unwrap();
     let out = s.run(
@@ -425,7 +382,7 @@ fn a_failed_run_after_a_good_one_keeps_the_good_output() {
         "bad_input.safetensors",
         "good.safetensors",
     );
-    assert_fails(&out, &["bad_input.safetensors"]);
+    assert_error(&out, &["bad_input.safetensors"]);
     assert_eq!(std::fs::read(s.path("good.safetensors")).unwrap(), good);
     s.assert_untouched();
 }

@@ -2,25 +2,14 @@
 //! invariants of SPEC §4: bit-identical results for any thread count and any batch split, and a
 //! NaN in one batch element never touching another. Every available kernel tier is exercised.
 
+mod common;
+
+use common::{available_tiers, bits, config_strategy, run_strategy, Inputs, Rng, Run};
 use proptest::prelude::*;
-use recur::{reference, Config, ForwardInput, Isa, Mode, Model, Outputs, StateDict, Tensor};
+use recur::{reference, Config, ForwardInput, Mode, Model, Outputs, StateDict, Tensor};
 
 /// SPEC §4: every output element within 1e-4 of float64.
 const TOL: f64 = 1e-4;
-
-/// A deterministic generator (xorshift) so failing cases shrink and replay from the proptest seed.
-struct Rng(u64);
-impl Rng {
-    fn next_f32(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next_f32() * scale).collect()
-    }
-}
 
 /// PyTorch's default init: U(-1/sqrt(H), 1/sqrt(H)), times `scale`.
 fn state_dict(config: &Config, rng: &mut Rng, scale: f32) -> StateDict {
@@ -40,142 +29,41 @@ fn state_dict(config: &Config, rng: &mut Rng, scale: f32) -> StateDict {
 #[derive(Clone, Debug)]
 struct Case {
     config: Config,
-    seq: usize,
-    batch: usize,
-    unbatched: bool,
-    with_state: bool,
-    lengths: Option<Vec<usize>>,
+    run: Run,
     seed: u64,
     weight_scale: f32,
 }
 
 fn case_strategy() -> impl Strategy<Value = Case> {
     (
-        (
-            0usize..4,
-            1usize..12,
-            1usize..40,
-            1usize..4,
-            any::<bool>(),
-            any::<bool>(),
-        ),
-        (any::<bool>(), any::<bool>(), 0usize..3),
-        (
-            1usize..10,
-            1usize..12,
-            any::<bool>(),
-            any::<bool>(),
-            any::<bool>(),
-        ),
-        (any::<u64>(), prop_oneof![Just(1.0f32), Just(3.0f32)]),
+        config_strategy(1..12, 1..40, 1..4, true, 7),
+        run_strategy(1..10, 1..12),
+        any::<u64>(),
+        prop_oneof![Just(1.0f32), Just(3.0f32)],
     )
-        .prop_flat_map(
-            |(
-                (m, input, hidden, layers, bidir, bias),
-                (batch_first, unbatched, proj),
-                (seq, batch, state, ragged, _),
-                (seed, scale),
-            )| {
-                let mode = Mode::ALL[m];
-                let proj_size = if mode == Mode::Lstm && proj > 0 && hidden > 1 {
-                    1 + (proj * 7) % (hidden - 1)
-                } else {
-                    0
-                };
-                let batch = if unbatched { 1 } else { batch };
-                let lengths = if ragged && !unbatched {
-                    proptest::collection::vec(1..=seq, batch)
-                        .prop_map(Some)
-                        .boxed()
-                } else {
-                    Just(None).boxed()
-                };
-                lengths.prop_map(move |lengths| Case {
-                    config: Config {
-                        mode,
-                        input_size: input,
-                        hidden_size: hidden,
-                        num_layers: layers,
-                        bias,
-                        batch_first,
-                        bidirectional: bidir,
-                        proj_size,
-                    },
-                    seq,
-                    batch,
-                    unbatched,
-                    with_state: state,
-                    lengths,
-                    seed: seed | 1,
-                    // Large weights saturate the bounded cells; an RNN_RELU is unbounded, and
-                    // with them its outputs grow past where f32 resolves 1e-4 at all.
-                    weight_scale: if mode == Mode::RnnRelu { 1.0 } else { scale },
-                })
+        .prop_map(|(config, run, seed, scale)| Case {
+            // Large weights saturate the bounded cells; an RNN_RELU is unbounded, and with them
+            // its outputs grow past where f32 resolves 1e-4 at all.
+            weight_scale: if config.mode == Mode::RnnRelu {
+                1.0
+            } else {
+                scale
             },
-        )
+            config,
+            run,
+            seed: seed | 1,
+        })
 }
 
-struct Built {
-    sd: StateDict,
-    input: Tensor,
-    h0: Option<Tensor>,
-    c0: Option<Tensor>,
-    lengths: Option<Vec<usize>>,
-}
-
-impl Built {
-    fn forward_input(&self) -> ForwardInput<'_> {
-        ForwardInput {
-            input: self.input.view(),
-            h0: self.h0.as_ref().map(Tensor::view),
-            c0: self.c0.as_ref().map(Tensor::view),
-            lengths: self.lengths.as_deref(),
-        }
-    }
-}
-
-fn build(case: &Case) -> Built {
-    let cfg = &case.config;
+/// The case's weights, then its inputs, from one deterministic generator (xorshift) so that
+/// failing cases shrink and replay from the proptest seed.
+fn build(case: &Case) -> (StateDict, Inputs) {
     let mut rng = Rng(case.seed);
-    let sd = state_dict(cfg, &mut rng, case.weight_scale);
-    let (l, n) = (case.seq, case.batch);
-    let shape = match (case.unbatched, cfg.batch_first) {
-        (true, _) => vec![l, cfg.input_size],
-        (false, true) => vec![n, l, cfg.input_size],
-        (false, false) => vec![l, n, cfg.input_size],
-    };
-    let input = Tensor::new(shape.clone(), rng.vec(shape.iter().product(), 1.5)).unwrap();
-    let states = cfg.directions() * cfg.num_layers;
-    let state = |w: usize, rng: &mut Rng| {
-        let shape = if case.unbatched {
-            vec![states, w]
-        } else {
-            vec![states, n, w]
-        };
-        Tensor::new(shape.clone(), rng.vec(shape.iter().product(), 0.8)).unwrap()
-    };
-    let h0 = case
-        .with_state
-        .then(|| state(cfg.output_hidden(), &mut rng));
-    let c0 = (case.with_state && cfg.mode == Mode::Lstm).then(|| state(cfg.hidden_size, &mut rng));
-    Built {
-        sd,
-        input,
-        h0,
-        c0,
-        lengths: case.lengths.clone(),
-    }
-}
-
-fn available_tiers() -> Vec<Isa> {
-    let tiers: Vec<Isa> = Isa::ALL
-        .into_iter()
-        .filter(|isa| isa.is_available())
-        .collect();
-    for isa in Isa::ALL.into_iter().filter(|isa| !isa.is_available()) {
-        eprintln!("note: tier {isa} is not available on this machine/build; skipped");
-    }
-    tiers
+    let sd = state_dict(&case.config, &mut rng, case.weight_scale);
+    let inputs = Inputs::random(&case.config, &case.run, 1.5, 0.8, |n, scale| {
+        rng.vec(n, scale)
+    });
+    (sd, inputs)
 }
 
 fn assert_close(what: &str, got: &[f32], want: &[f64]) -> Result<(), TestCaseError> {
@@ -198,11 +86,12 @@ fn assert_close(what: &str, got: &[f32], want: &[f64]) -> Result<(), TestCaseErr
     Ok(())
 }
 
-fn bits(o: &Outputs) -> Vec<u32> {
-    let mut v: Vec<u32> = o.output.data.iter().map(|x| x.to_bits()).collect();
-    v.extend(o.h_n.data.iter().map(|x| x.to_bits()));
+/// The bits of every result: output, h_n and c_n.
+fn all_bits(o: &Outputs) -> Vec<u32> {
+    let mut v = bits(&o.output.data);
+    v.extend(bits(&o.h_n.data));
     if let Some(c) = &o.c_n {
-        v.extend(c.data.iter().map(|x| x.to_bits()));
+        v.extend(bits(&c.data));
     }
     v
 }
@@ -221,10 +110,10 @@ proptest! {
     /// The engine agrees with the float64 reference within SPEC §4's bound, on every tier.
     #[test]
     fn engine_matches_reference(case in case_strategy()) {
-        let b = build(&case);
+        let (sd, b) = build(&case);
         let fi = b.forward_input();
-        let want = reference::forward(&case.config, &b.sd, &fi);
-        let mut model = Model::from_state_dict(case.config.clone(), &b.sd).unwrap();
+        let want = reference::forward(&case.config, &sd, &fi);
+        let mut model = Model::from_state_dict(case.config.clone(), &sd).unwrap();
         for isa in available_tiers() {
             model.set_isa(isa).unwrap();
             let got = model.forward(&fi).unwrap();
@@ -242,7 +131,7 @@ proptest! {
 }
 
 /// A batch large enough to be split into several chunks across threads.
-fn wide_case(mode: Mode, bidirectional: bool, ragged: bool) -> (Config, Built) {
+fn wide_case(mode: Mode, bidirectional: bool, ragged: bool) -> (Config, StateDict, Inputs) {
     let mut config = Config::new(mode, 7, 21);
     config.num_layers = 2;
     config.bidirectional = bidirectional;
@@ -252,15 +141,15 @@ fn wide_case(mode: Mode, bidirectional: bool, ragged: bool) -> (Config, Built) {
     let n = 37;
     let case = Case {
         config: config.clone(),
-        seq: 11,
-        batch: n,
-        unbatched: false,
-        with_state: true,
-        lengths: ragged.then(|| (0..n).map(|b| 1 + (b * 7) % 11).collect()),
+        run: Run {
+            lengths: ragged.then(|| (0..n).map(|b| 1 + (b * 7) % 11).collect()),
+            ..Run::new(11, n, true)
+        },
         seed: 0x5eed + mode as u64,
         weight_scale: 1.0,
     };
-    (config, build(&case))
+    let (sd, b) = build(&case);
+    (config, sd, b)
 }
 
 /// SPEC §4: the same input gives bit-identical output for any thread count, on every tier.
@@ -268,15 +157,15 @@ fn wide_case(mode: Mode, bidirectional: bool, ragged: bool) -> (Config, Built) {
 fn bit_identical_for_any_thread_count() {
     for mode in Mode::ALL {
         for (bidir, ragged) in [(false, false), (true, true), (false, true)] {
-            let (config, b) = wide_case(mode, bidir, ragged);
-            let mut model = Model::from_state_dict(config, &b.sd).unwrap();
+            let (config, sd, b) = wide_case(mode, bidir, ragged);
+            let mut model = Model::from_state_dict(config, &sd).unwrap();
             for isa in available_tiers() {
                 model.set_isa(isa).unwrap();
                 let fi = b.forward_input();
-                let one = bits(&run_in_pool(&model, &fi, 1));
+                let one = all_bits(&run_in_pool(&model, &fi, 1));
                 for threads in [2, 3, 8] {
                     assert!(
-                        one == bits(&run_in_pool(&model, &fi, threads)),
+                        one == all_bits(&run_in_pool(&model, &fi, threads)),
                         "{mode} bidir={bidir} ragged={ragged} {isa}: {threads} threads differ from 1"
                     );
                 }
@@ -298,8 +187,8 @@ fn select_batch(t: &Tensor, b: usize) -> Tensor {
 #[test]
 fn bit_identical_for_any_batch_split() {
     for mode in Mode::ALL {
-        let (config, b) = wide_case(mode, true, true);
-        let mut model = Model::from_state_dict(config, &b.sd).unwrap();
+        let (config, sd, b) = wide_case(mode, true, true);
+        let mut model = Model::from_state_dict(config, &sd).unwrap();
         for isa in available_tiers() {
             model.set_isa(isa).unwrap();
             let whole = run_in_pool(&model, &b.forward_input(), 2);
@@ -315,35 +204,31 @@ fn bit_identical_for_any_batch_split() {
                     lengths: Some(&len),
                 };
                 let alone = run_in_pool(&model, &fi, 1);
-                let pick = |t: &Tensor| bits_of(&select_batch(t, e));
+                let pick = |t: &Tensor| bits(&select_batch(t, e).data);
                 assert_eq!(
                     pick(&whole.output),
-                    bits_of(&alone.output),
+                    bits(&alone.output.data),
                     "{mode} {isa} element {e} output"
                 );
                 assert_eq!(
                     pick(&whole.h_n),
-                    bits_of(&alone.h_n),
+                    bits(&alone.h_n.data),
                     "{mode} {isa} element {e} h_n"
                 );
                 if let (Some(w), Some(a)) = (&whole.c_n, &alone.c_n) {
-                    assert_eq!(pick(w), bits_of(a), "{mode} {isa} element {e} c_n");
+                    assert_eq!(pick(w), bits(&a.data), "{mode} {isa} element {e} c_n");
                 }
             }
         }
     }
 }
 
-fn bits_of(t: &Tensor) -> Vec<u32> {
-    t.data.iter().map(|x| x.to_bits()).collect()
-}
-
 /// SPEC §4: a NaN or inf in one batch element's input never changes another element's output.
 #[test]
 fn nan_in_one_element_leaves_the_others_untouched() {
     for mode in Mode::ALL {
-        let (config, b) = wide_case(mode, true, false);
-        let mut model = Model::from_state_dict(config.clone(), &b.sd).unwrap();
+        let (config, sd, b) = wide_case(mode, true, false);
+        let mut model = Model::from_state_dict(config.clone(), &sd).unwrap();
         for isa in available_tiers() {
             model.set_isa(isa).unwrap();
             let clean = model.forward(&b.forward_input()).unwrap();
@@ -359,8 +244,8 @@ fn nan_in_one_element_leaves_the_others_untouched() {
                 let dirty = model.forward(&fi).unwrap();
                 for e in (0..n).filter(|&e| e != bad) {
                     assert_eq!(
-                        bits_of(&select_batch(&clean.output, e)),
-                        bits_of(&select_batch(&dirty.output, e)),
+                        bits(&select_batch(&clean.output, e).data),
+                        bits(&select_batch(&dirty.output, e).data),
                         "{mode} {isa}: {poison} in element {bad} changed element {e}"
                     );
                 }
@@ -395,16 +280,15 @@ fn split_steps_are_bit_identical_to_one_thread() {
         for (batch, ragged) in [(1, false), (3, true)] {
             let case = Case {
                 config: config.clone(),
-                seq: 70,
-                batch,
-                unbatched: false,
-                with_state: true,
-                lengths: ragged.then(|| (0..batch).map(|b| 70 - 23 * b).collect()),
+                run: Run {
+                    lengths: ragged.then(|| (0..batch).map(|b| 70 - 23 * b).collect()),
+                    ..Run::new(70, batch, true)
+                },
                 seed: 77 + hidden as u64,
                 weight_scale: 1.0,
             };
-            let b = build(&case);
-            let mut model = Model::from_state_dict(config.clone(), &b.sd).unwrap();
+            let (sd, b) = build(&case);
+            let mut model = Model::from_state_dict(config.clone(), &sd).unwrap();
             let fi = b.forward_input();
             for threads in [2, 3] {
                 let pool = rayon::ThreadPoolBuilder::new()
@@ -419,10 +303,10 @@ fn split_steps_are_bit_identical_to_one_thread() {
             }
             for isa in available_tiers() {
                 model.set_isa(isa).unwrap();
-                let one = bits(&run_in_pool(&model, &fi, 1));
+                let one = all_bits(&run_in_pool(&model, &fi, 1));
                 for threads in [2, 3] {
                     assert!(
-                        one == bits(&run_in_pool(&model, &fi, threads)),
+                        one == all_bits(&run_in_pool(&model, &fi, threads)),
                         "{mode} H={hidden} P={proj} batch={batch} {isa}: split over {threads} threads differs"
                     );
                 }

@@ -4,15 +4,13 @@
 //! lengths, on every kernel tier this host runs. Plus the state API: read, set, reset,
 //! snapshot, restore, fork, and the errors.
 
+mod common;
+
+use common::{available_tiers, bits, config_strategy, run_strategy, Inputs, Run};
 use proptest::prelude::*;
 use recur::bench::{random_state_dict, SplitRng};
 use recur::session::{run_chunked, Session};
-use recur::{Config, Error, ForwardInput, Isa, Mode, Model, Outputs, Tensor, TensorView};
-
-/// The f32 bits of a slice: bit-identity, NaN included.
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
+use recur::{Config, Error, ForwardInput, Mode, Model, Outputs, Tensor, TensorView};
 
 fn assert_same(a: &Outputs, b: &Outputs, what: &str) {
     assert_eq!(a.output.shape, b.output.shape, "{what}: output shape");
@@ -26,27 +24,10 @@ fn assert_same(a: &Outputs, b: &Outputs, what: &str) {
     );
 }
 
-fn tiers() -> Vec<Isa> {
-    let tiers: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.is_available()).collect();
-    for isa in Isa::ALL {
-        if !isa.is_available() {
-            eprintln!(
-                "note: kernel tier {} is not available here; skipped",
-                isa.name()
-            );
-        }
-    }
-    tiers
-}
-
 #[derive(Clone, Debug)]
 struct Case {
     config: Config,
-    seq: usize,
-    batch: usize,
-    unbatched: bool,
-    with_state: bool,
-    lengths: Option<Vec<usize>>,
+    run: Run,
     /// An uneven chunking: chunk sizes cycled until the sequence ends.
     uneven: Vec<usize>,
     seed: u64,
@@ -54,112 +35,31 @@ struct Case {
 
 fn case_strategy() -> impl Strategy<Value = Case> {
     (
-        (0usize..4, 1usize..7, 1usize..20, 1usize..4, any::<bool>()),
-        (any::<bool>(), any::<bool>(), 0usize..3),
-        (1usize..13, 1usize..5, any::<bool>(), any::<bool>()),
-        (proptest::collection::vec(1usize..6, 1..4), any::<u64>()),
+        config_strategy(1..7, 1..20, 1..4, false, 5),
+        run_strategy(1..13, 1..5),
+        proptest::collection::vec(1usize..6, 1..4),
+        any::<u64>(),
     )
-        .prop_flat_map(
-            |(
-                (m, input, hidden, layers, bias),
-                (batch_first, unbatched, proj),
-                (seq, batch, with_state, ragged),
-                (uneven, seed),
-            )| {
-                let mode = Mode::ALL[m];
-                let proj_size = if mode == Mode::Lstm && proj > 0 && hidden > 1 {
-                    1 + (proj * 5) % (hidden - 1)
-                } else {
-                    0
-                };
-                let batch = if unbatched { 1 } else { batch };
-                let lengths = if ragged && !unbatched {
-                    proptest::collection::vec(1..=seq, batch)
-                        .prop_map(Some)
-                        .boxed()
-                } else {
-                    Just(None).boxed()
-                };
-                lengths.prop_map(move |lengths| Case {
-                    config: Config {
-                        mode,
-                        input_size: input,
-                        hidden_size: hidden,
-                        num_layers: layers,
-                        bias,
-                        batch_first,
-                        bidirectional: false,
-                        proj_size,
-                    },
-                    seq,
-                    batch,
-                    unbatched,
-                    with_state,
-                    lengths,
-                    uneven: uneven.clone(),
-                    seed,
-                })
-            },
-        )
+        .prop_map(|(config, run, uneven, seed)| Case {
+            config,
+            run,
+            uneven,
+            seed,
+        })
 }
 
-struct Built {
-    input: Tensor,
-    h0: Option<Tensor>,
-    c0: Option<Tensor>,
-    lengths: Option<Vec<usize>>,
-}
-
-impl Built {
-    fn forward_input(&self) -> ForwardInput<'_> {
-        ForwardInput {
-            input: self.input.view(),
-            h0: self.h0.as_ref().map(Tensor::view),
-            c0: self.c0.as_ref().map(Tensor::view),
-            lengths: self.lengths.as_deref(),
-        }
-    }
-}
-
-fn build(case: &Case) -> Built {
-    let cfg = &case.config;
+fn build(case: &Case) -> Inputs {
     let mut rng = SplitRng::new(case.seed);
-    let (l, n) = (case.seq, case.batch);
-    let shape = match (case.unbatched, cfg.batch_first) {
-        (true, _) => vec![l, cfg.input_size],
-        (false, true) => vec![n, l, cfg.input_size],
-        (false, false) => vec![l, n, cfg.input_size],
-    };
-    let input = Tensor::new(shape.clone(), rng.vec(shape.iter().product(), 2.0)).unwrap();
-    let s = cfg.num_layers;
-    let state = |w: usize, rng: &mut SplitRng| {
-        let shape = if case.unbatched {
-            vec![s, w]
-        } else {
-            vec![s, n, w]
-        };
-        Tensor::new(shape.clone(), rng.vec(shape.iter().product(), 1.0)).unwrap()
-    };
-    let (h0, c0) = if case.with_state {
-        let h0 = state(cfg.output_hidden(), &mut rng);
-        let c0 = (cfg.mode == Mode::Lstm).then(|| state(cfg.hidden_size, &mut rng));
-        (Some(h0), c0)
-    } else {
-        (None, None)
-    };
-    Built {
-        input,
-        h0,
-        c0,
-        lengths: case.lengths.clone(),
-    }
+    Inputs::random(&case.config, &case.run, 2.0, 1.0, |n, scale| {
+        rng.vec(n, scale)
+    })
 }
 
 /// Feeds `b` through a session in chunks of the sizes `sizes` (cycled), the hard way: the test's
 /// own slicing, `feed`/`feed_with_lengths`, output assembled by hand.
-fn feed_uneven(model: &Model, case: &Case, b: &Built, sizes: &[usize]) -> Outputs {
+fn feed_uneven(model: &Model, case: &Case, b: &Inputs, sizes: &[usize]) -> Outputs {
     let cfg = model.config();
-    let (l, n, i) = (case.seq, case.batch, cfg.input_size);
+    let (l, n, i) = (case.run.seq, case.run.batch, cfg.input_size);
     let w = cfg.output_hidden();
     let mut session = Session::with_batch(model, n).unwrap();
     if let Some(h0) = &b.h0 {
@@ -167,14 +67,14 @@ fn feed_uneven(model: &Model, case: &Case, b: &Built, sizes: &[usize]) -> Output
             .set_state(h0.view(), b.c0.as_ref().map(Tensor::view))
             .unwrap();
     }
-    let bf = cfg.batch_first && !case.unbatched;
+    let bf = cfg.batch_first && !case.run.unbatched;
     let mut output = vec![0.0f32; l * n * w];
     let (mut t0, mut which) = (0, 0);
     while t0 < l {
         let k = sizes[which % sizes.len()].min(l - t0);
         which += 1;
         let mut x = Vec::new();
-        let shape = if case.unbatched {
+        let shape = if case.run.unbatched {
             x.extend_from_slice(&b.input.data[t0 * i..(t0 + k) * i]);
             vec![k, i]
         } else if bf {
@@ -219,19 +119,12 @@ fn feed_uneven(model: &Model, case: &Case, b: &Built, sizes: &[usize]) -> Output
         .copied()
         .chain([w])
         .collect();
-    let state_shape = |width| {
-        if case.unbatched {
-            vec![cfg.num_layers, width]
-        } else {
-            vec![cfg.num_layers, n, width]
-        }
-    };
     Outputs {
         output: Tensor::new(one_shot_shape, output).unwrap(),
-        h_n: Tensor::new(state_shape(w), session.h().data.to_vec()).unwrap(),
-        c_n: session
-            .c()
-            .map(|c| Tensor::new(state_shape(cfg.hidden_size), c.data.to_vec()).unwrap()),
+        h_n: Tensor::new(case.run.state_shape(cfg, w), session.h().data.to_vec()).unwrap(),
+        c_n: session.c().map(|c| {
+            Tensor::new(case.run.state_shape(cfg, cfg.hidden_size), c.data.to_vec()).unwrap()
+        }),
     }
 }
 
@@ -245,11 +138,11 @@ proptest! {
         let mut model =
             Model::from_state_dict(case.config.clone(), &random_state_dict(&case.config, case.seed))
                 .unwrap();
-        for isa in tiers() {
+        for isa in available_tiers() {
             model.set_isa(isa).unwrap();
             let fi = b.forward_input();
             let one_shot = model.forward(&fi).unwrap();
-            for k in 1..=case.seq {
+            for k in 1..=case.run.seq {
                 let chunked = run_chunked(&model, &fi, k).unwrap();
                 assert_same(&chunked, &one_shot, &format!("{} chunk {k}", isa.name()));
             }
@@ -489,7 +382,7 @@ fn large_shapes_match_across_paths() {
         )
         .unwrap();
         let fi = ForwardInput::new(x.view());
-        for isa in tiers() {
+        for isa in available_tiers() {
             m.set_isa(isa).unwrap();
             pool.install(|| {
                 let one_shot = m.forward(&fi).unwrap();

@@ -3,16 +3,15 @@
 //! around it; several threads sharing one `Arc<Model>`, each driving many streams, all checked
 //! against one-shot runs.
 
+mod common;
+
 use std::sync::Arc;
 
+use common::{assert_error, assert_success, available_tiers, bits, config_strategy};
 use proptest::prelude::*;
 use recur::bench::{random_state_dict, SplitRng};
 use recur::streams::{StreamId, StreamRuntime};
-use recur::{Config, ForwardInput, Isa, Mode, Model, Tensor};
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
+use recur::{Config, ForwardInput, Mode, Model, Tensor};
 
 /// What one stream saw: its initial state, its inputs, its outputs, in order.
 struct Record {
@@ -161,44 +160,18 @@ fn drive(model: &Model, seed: u64, steps: usize, max_streams: usize) -> usize {
     checked
 }
 
-fn config_strategy() -> impl Strategy<Value = Config> {
-    (
-        0usize..4,
-        1usize..6,
-        1usize..24,
-        1usize..4,
-        any::<bool>(),
-        any::<bool>(),
-        0usize..3,
-    )
-        .prop_map(|(m, input, hidden, layers, bias, batch_first, proj)| {
-            let mode = Mode::ALL[m];
-            Config {
-                mode,
-                input_size: input,
-                hidden_size: hidden,
-                num_layers: layers,
-                bias,
-                batch_first,
-                bidirectional: false,
-                proj_size: if mode == Mode::Lstm && proj > 0 && hidden > 1 {
-                    1 + (proj * 5) % (hidden - 1)
-                } else {
-                    0
-                },
-            }
-        })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     /// Random schedules of joins, inputs, resets and leaves, on every tier: each stream equals
     /// its own one-shot run.
     #[test]
-    fn each_stream_as_if_alone(cfg in config_strategy(), seed in any::<u64>()) {
+    fn each_stream_as_if_alone(
+        cfg in config_strategy(1..6, 1..24, 1..4, false, 5),
+        seed in any::<u64>(),
+    ) {
         let mut model = Model::from_state_dict(cfg.clone(), &random_state_dict(&cfg, seed)).unwrap();
-        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+        for isa in available_tiers() {
             model.set_isa(isa).unwrap();
             // Up to 40 streams: batches above 16 take the engine's multi-chunk path too.
             let checked = drive(&model, seed, 30, 40);
@@ -302,11 +275,7 @@ fn cli_bench_streams_json() {
         .args(["--threads", "1"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out, "recur bench --streams 20");
     let stdout = String::from_utf8(out.stdout).unwrap();
     let last = stdout.lines().last().unwrap();
     let v: serde_json::Value = serde_json::from_str(last).unwrap();
@@ -324,15 +293,20 @@ fn cli_bench_streams_json() {
     ] {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {last}");
     }
-    let bad = |args: &[&str]| {
+    let bad = |args: &[&str], words: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
             .arg("bench")
             .args(args)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        String::from_utf8(out.stderr).unwrap()
+        assert_error(&out, words);
     };
-    assert!(bad(&["--case", "gru_bi_b16", "--streams", "4"]).contains("bidirectional"));
-    assert!(bad(&["--case", "rnn_tiny_b1", "--streams", "0"]).contains("--streams 0"));
+    bad(
+        &["--case", "gru_bi_b16", "--streams", "4"],
+        &["bidirectional"],
+    );
+    bad(
+        &["--case", "rnn_tiny_b1", "--streams", "0"],
+        &["--streams 0"],
+    );
 }

@@ -1,12 +1,17 @@
-//! Shared helpers of the CLI and bad-input tests: deterministic weights, safetensors files built
-//! in Rust (no PyTorch needed), and running the `recur` binary.
+//! Shared helpers of the integration tests: deterministic weights and inputs, random cases for
+//! the property tests, safetensors files built in Rust (no PyTorch needed), and running the
+//! `recur` binary and checking its success or its one-line error.
+//!
+//! Each test crate compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use recur::{Config, StateDict, Tensor};
+use proptest::prelude::*;
+use recur::{Config, ForwardInput, Isa, Mode, StateDict, Tensor};
 use safetensors::tensor::{Dtype, TensorView};
 
 /// A deterministic generator (xorshift) of values in `[-1, 1)`.
@@ -176,33 +181,13 @@ pub fn input_bytes(
     c0: Option<&Tensor>,
     lengths: Option<&[usize]>,
 ) -> Vec<u8> {
-    let mut t = vec![RawTensor::floats(
-        "input",
-        Dtype::F32,
-        input.shape.clone(),
-        &input.data,
-    )];
-    if let Some(h0) = h0 {
-        t.push(RawTensor::floats(
-            "h0",
-            Dtype::F32,
-            h0.shape.clone(),
-            &h0.data,
-        ));
+    Inputs {
+        input: input.clone(),
+        h0: h0.cloned(),
+        c0: c0.cloned(),
+        lengths: lengths.map(<[usize]>::to_vec),
     }
-    if let Some(c0) = c0 {
-        t.push(RawTensor::floats(
-            "c0",
-            Dtype::F32,
-            c0.shape.clone(),
-            &c0.data,
-        ));
-    }
-    if let Some(lens) = lengths {
-        let v: Vec<i64> = lens.iter().map(|&l| l as i64).collect();
-        t.push(RawTensor::i64s("lengths", vec![v.len()], &v));
-    }
-    safetensors_bytes(&t, &[])
+    .file_bytes()
 }
 
 /// A deterministic tensor of `shape` with values in `[-scale, scale)`.
@@ -252,4 +237,265 @@ pub fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
         .zip(b)
         .map(|(&x, &y)| (f64::from(x) - y).abs())
         .fold(0.0, f64::max)
+}
+
+/// The f32 bits of a slice: bit-identity, NaN included.
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// The kernel tiers this host runs, with a note for each one it skips.
+pub fn available_tiers() -> Vec<Isa> {
+    for isa in Isa::ALL.into_iter().filter(|isa| !isa.is_available()) {
+        eprintln!("note: kernel tier {isa} is not available on this machine/build; skipped");
+    }
+    Isa::ALL
+        .into_iter()
+        .filter(|isa| isa.is_available())
+        .collect()
+}
+
+/// A random configuration: any mode; input, hidden and layer counts from the ranges; with or
+/// without bias; batch-first or not; bidirectional either way if `bidirectional`, else never;
+/// and for an LSTM with `hidden > 1` no projection or `1 + (k * proj_step) % (hidden - 1)` for
+/// `k` in 1..3.
+pub fn config_strategy(
+    input: Range<usize>,
+    hidden: Range<usize>,
+    layers: Range<usize>,
+    bidirectional: bool,
+    proj_step: usize,
+) -> impl Strategy<Value = Config> {
+    let bidir = if bidirectional {
+        any::<bool>().boxed()
+    } else {
+        Just(false).boxed()
+    };
+    (
+        (0..Mode::ALL.len(), input, hidden, layers),
+        (any::<bool>(), any::<bool>(), bidir, 0usize..3),
+    )
+        .prop_map(
+            move |((m, input, hidden, layers), (bias, batch_first, bidirectional, proj))| {
+                let mode = Mode::ALL[m];
+                let proj_size = if mode == Mode::Lstm && proj > 0 && hidden > 1 {
+                    1 + (proj * proj_step) % (hidden - 1)
+                } else {
+                    0
+                };
+                Config {
+                    mode,
+                    input_size: input,
+                    hidden_size: hidden,
+                    num_layers: layers,
+                    bias,
+                    batch_first,
+                    bidirectional,
+                    proj_size,
+                }
+            },
+        )
+}
+
+/// The shape of one forward call: sequence length, batch, initial state, lengths.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// Steps `L`.
+    pub seq: usize,
+    /// Batch elements `N` (1 when unbatched).
+    pub batch: usize,
+    /// An unbatched `(L, I)` input.
+    pub unbatched: bool,
+    /// With `h0` (and `c0` for an LSTM).
+    pub with_state: bool,
+    /// Per-element lengths in `1..=L` (never for an unbatched input).
+    pub lengths: Option<Vec<usize>>,
+}
+
+impl Run {
+    /// `seq` steps of `batch` elements (unbatched if `batch` is 0), no lengths.
+    pub fn new(seq: usize, batch: usize, with_state: bool) -> Run {
+        Run {
+            seq,
+            batch: batch.max(1),
+            unbatched: batch == 0,
+            with_state,
+            lengths: None,
+        }
+    }
+
+    /// The input's shape: `(L, I)` unbatched, else `(N, L, I)` batch-first or `(L, N, I)`.
+    pub fn input_shape(&self, config: &Config) -> Vec<usize> {
+        let (l, n, i) = (self.seq, self.batch, config.input_size);
+        match (self.unbatched, config.batch_first) {
+            (true, _) => vec![l, i],
+            (false, true) => vec![n, l, i],
+            (false, false) => vec![l, n, i],
+        }
+    }
+
+    /// A state's shape of width `w`: `(D * layers, w)` unbatched, else `(D * layers, N, w)`.
+    pub fn state_shape(&self, config: &Config, w: usize) -> Vec<usize> {
+        let states = config.directions() * config.num_layers;
+        if self.unbatched {
+            vec![states, w]
+        } else {
+            vec![states, self.batch, w]
+        }
+    }
+}
+
+/// A random run: steps and batch from the ranges, unbatched or not, with or without an initial
+/// state, and (batched) with or without random lengths.
+pub fn run_strategy(seq: Range<usize>, batch: Range<usize>) -> impl Strategy<Value = Run> {
+    (seq, batch, any::<bool>(), any::<bool>(), any::<bool>()).prop_flat_map(
+        |(seq, batch, unbatched, with_state, ragged)| {
+            let batch = if unbatched { 1 } else { batch };
+            let lengths = if ragged && !unbatched {
+                proptest::collection::vec(1..=seq, batch)
+                    .prop_map(Some)
+                    .boxed()
+            } else {
+                Just(None).boxed()
+            };
+            lengths.prop_map(move |lengths| Run {
+                seq,
+                batch,
+                unbatched,
+                with_state,
+                lengths,
+            })
+        },
+    )
+}
+
+/// The tensors of one forward call, held so that a [`ForwardInput`] can borrow them.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    /// The input sequence.
+    pub input: Tensor,
+    /// Initial hidden state.
+    pub h0: Option<Tensor>,
+    /// Initial cell state (LSTM).
+    pub c0: Option<Tensor>,
+    /// Per-element lengths.
+    pub lengths: Option<Vec<usize>>,
+}
+
+impl Inputs {
+    /// Random inputs of `run`'s shape: the input with values in `[-input_scale, input_scale)`,
+    /// then, with a state, `h0` and (LSTM) `c0` in `[-state_scale, state_scale)`, all drawn in
+    /// that order from `draw(count, scale)`.
+    pub fn random(
+        config: &Config,
+        run: &Run,
+        input_scale: f32,
+        state_scale: f32,
+        mut draw: impl FnMut(usize, f32) -> Vec<f32>,
+    ) -> Inputs {
+        let mut tensor = |shape: Vec<usize>, scale: f32| {
+            let n = shape.iter().product();
+            Tensor::new(shape, draw(n, scale)).unwrap()
+        };
+        let input = tensor(run.input_shape(config), input_scale);
+        let h0 = run
+            .with_state
+            .then(|| tensor(run.state_shape(config, config.output_hidden()), state_scale));
+        let c0 = (run.with_state && config.mode == Mode::Lstm)
+            .then(|| tensor(run.state_shape(config, config.hidden_size), state_scale));
+        Inputs {
+            input,
+            h0,
+            c0,
+            lengths: run.lengths.clone(),
+        }
+    }
+
+    /// The forward call's input, borrowing these tensors.
+    pub fn forward_input(&self) -> ForwardInput<'_> {
+        ForwardInput {
+            input: self.input.view(),
+            h0: self.h0.as_ref().map(Tensor::view),
+            c0: self.c0.as_ref().map(Tensor::view),
+            lengths: self.lengths.as_deref(),
+        }
+    }
+
+    /// The tensors of an input file holding these: `input`, `h0` and `c0` stored as `dtype`,
+    /// `lengths` as I64.
+    pub fn raw_tensors(&self, dtype: Dtype) -> Vec<RawTensor> {
+        let floats = [
+            ("input", Some(&self.input)),
+            ("h0", self.h0.as_ref()),
+            ("c0", self.c0.as_ref()),
+        ];
+        let mut t: Vec<RawTensor> = floats
+            .into_iter()
+            .filter_map(|(name, t)| {
+                Some(RawTensor::floats(name, dtype, t?.shape.clone(), &t?.data))
+            })
+            .collect();
+        if let Some(lens) = &self.lengths {
+            let v: Vec<i64> = lens.iter().map(|&l| l as i64).collect();
+            t.push(RawTensor::i64s("lengths", vec![v.len()], &v));
+        }
+        t
+    }
+
+    /// An input file's bytes holding these tensors (f32, lengths as I64).
+    pub fn file_bytes(&self) -> Vec<u8> {
+        safetensors_bytes(&self.raw_tensors(Dtype::F32), &[])
+    }
+}
+
+/// The arguments of `recur run` on these files.
+pub fn run_args<'a>(model: &'a Path, input: &'a Path, output: &'a Path) -> Vec<&'a str> {
+    vec![
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ]
+}
+
+/// The command succeeded (`what` and its stderr name it otherwise).
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The command failed with exit status 1 (not a signal, not a usage error) and one line
+/// `error: ...` holding every one of `words`, without a panic.
+pub fn assert_error(out: &Output, words: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "status {:?}: {stderr}",
+        out.status
+    );
+    assert!(stderr.starts_with("error: "), "stderr: {stderr:?}");
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr:?}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for w in words {
+        assert!(stderr.contains(w), "stderr lacks {w:?}: {stderr}");
+    }
+}
+
+/// What an existing output file holds before each failing run.
+pub const OLD_OUTPUT: &[u8] = b"the previous output, which a failed run must not touch";
+
+/// No temporary file is left in `dir`.
+pub fn assert_no_temp_files(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".tmp"), "temporary file {name} left behind");
+    }
 }
