@@ -13,9 +13,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use recur::bench::{random_state_dict, standard_suite, SplitRng};
+use recur::bench::standard_suite;
 use recur::forward::OutputBuffers;
-use recur::{ForwardInput, Model, Tensor, Workspace};
+use recur::{ForwardInput, Workspace};
 use recur_kernels::Isa;
 
 fn suite(c: &mut Criterion) {
@@ -24,15 +24,9 @@ fn suite(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     for case in standard_suite().expect("the standard suite parses") {
-        let mut model =
-            Model::from_state_dict(case.config.clone(), &random_state_dict(&case.config, 1))
-                .expect("random weights of the suite's shapes load");
-        let shape = vec![case.seq_len, case.batch, case.config.input_size];
-        let n = shape.iter().product();
-        let x = Tensor {
-            shape,
-            data: SplitRng::new(2).vec(n, 1.0),
-        };
+        let (mut model, x) = case
+            .model_and_input()
+            .expect("random weights of the suite's shapes load");
         let fi = ForwardInput::new(x.view());
         g.throughput(Throughput::Elements(case.flops() as u64));
         for isa in Isa::ALL.into_iter().filter(|isa| isa.is_available()) {

@@ -45,6 +45,21 @@ impl BenchCase {
             .sum();
         per_dir * c.directions() as f64
     }
+
+    /// The model (random weights, [`random_state_dict`] seed 1) and the input (seq-major
+    /// `(L, N, input_size)`, [`SplitRng`] seed 2) that `recur bench` and the criterion suite
+    /// time for this case.
+    pub fn model_and_input(&self) -> Result<(Model, Tensor)> {
+        let model =
+            Model::from_state_dict(self.config.clone(), &random_state_dict(&self.config, 1))?;
+        let shape = vec![self.seq_len, self.batch, self.config.input_size];
+        let n = shape.iter().product();
+        let x = Tensor {
+            shape,
+            data: SplitRng::new(2).vec(n, 1.0),
+        };
+        Ok((model, x))
+    }
 }
 
 /// Parses the standard suite.
@@ -175,13 +190,7 @@ fn round3(v: f64) -> f64 {
 /// Times `case` on the current rayon pool: warm-up, then runs until `min_time` has passed and at
 /// least `min_runs` were made.
 pub fn run_case(case: &BenchCase, min_time: Duration, min_runs: usize) -> Result<BenchResult> {
-    let model = Model::from_state_dict(case.config.clone(), &random_state_dict(&case.config, 1))?;
-    let shape = vec![case.seq_len, case.batch, case.config.input_size];
-    let n = shape.iter().product();
-    let x = Tensor {
-        shape,
-        data: SplitRng::new(2).vec(n, 1.0),
-    };
+    let (model, x) = case.model_and_input()?;
     let fi = ForwardInput::new(x.view());
     let mut ws = Workspace::new();
     // Warm-up: first touches of the workspace and the weights.
