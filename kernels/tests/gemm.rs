@@ -12,35 +12,11 @@
 
 mod common;
 
+use common::{gamma, Rng};
+
 use proptest::prelude::*;
 use recur_kernels::reference::reference_input_projection;
 use recur_kernels::{Kernels, PackedMatrix};
-
-const U: f64 = 1.0 / 16_777_216.0;
-
-fn gamma(n: usize) -> f64 {
-    n as f64 * U / (1.0 - n as f64 * U)
-}
-
-/// splitmix64: reproducible random numbers from the proptest seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `[-scale, scale)`.
-    fn f(&mut self, scale: f32) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-    }
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.f(scale)).collect()
-    }
-}
 
 #[derive(Clone, Debug)]
 struct Case {

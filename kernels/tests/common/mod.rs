@@ -19,3 +19,36 @@ pub fn tiers() -> Vec<(&'static str, &'static Kernels)> {
     out.push(("avx512-emulated", emulated_avx512_kernels()));
     out
 }
+
+/// The unit roundoff of f32 (`2^-24`).
+pub const U: f64 = 1.0 / 16_777_216.0;
+
+/// `γ_n = n·u / (1 - n·u)`: the relative error bound of `n` rounded f32 operations in sequence
+/// (Higham), from which the tests derive each element's bound.
+pub fn gamma(n: usize) -> f64 {
+    n as f64 * U / (1.0 - n as f64 * U)
+}
+
+/// splitmix64: reproducible random numbers from the proptest seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[-scale, scale)`.
+    pub fn f(&mut self, scale: f32) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+    }
+
+    /// `n` values uniform in `[-scale, scale)`.
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.f(scale)).collect()
+    }
+}
