@@ -18,6 +18,10 @@ use recur::load::{
 };
 use recur::{Config, Error, ForwardInput, LoadOptions, Mode, Model, StateDict, Tensor};
 
+/// How the `load_model` fuzz target reads its input (the fuzz crate's own file).
+#[path = "../fuzz/src/options.rs"]
+mod fuzz_options;
+
 // ---- Peak memory per thread.
 
 /// Tracks the bytes the current thread holds while armed, and their peak.
@@ -750,40 +754,6 @@ fn call_bytes_is_what_a_call_allocates() {
 
 // ---- Regression tests for what the fuzzers found (fuzz/README.md).
 
-/// The load options and file of a `load_model` fuzz input (as `fuzz/src/lib.rs`'s
-/// `split_options` reads them).
-fn split_fuzz_options(data: &[u8]) -> (LoadOptions, &[u8]) {
-    let Some((&flags, mut rest)) = data.split_first() else {
-        return (LoadOptions::default(), data);
-    };
-    let mode = match flags & 7 {
-        1 => Some(recur::Mode::Lstm),
-        2 => Some(recur::Mode::Gru),
-        3 => Some(recur::Mode::RnnTanh),
-        4 => Some(recur::Mode::RnnRelu),
-        _ => None,
-    };
-    let prefix = match (flags >> 4) & 3 {
-        0 => String::new(),
-        1 => "rnn.".to_string(),
-        2 => "encoder.rnn".to_string(),
-        _ => match rest.split_first() {
-            None => String::new(),
-            Some((&len, tail)) => {
-                let len = usize::from(len & 63).min(tail.len());
-                rest = &tail[len..];
-                String::from_utf8_lossy(&tail[..len]).into_owned()
-            }
-        },
-    };
-    let options = LoadOptions {
-        prefix,
-        mode,
-        batch_first: flags & 8 != 0,
-    };
-    (options, rest)
-}
-
 /// Every committed seed of the two loading targets (and every regression input kept beside
 /// them) loads or fails with a one-line error, in the default `cargo test`, without nightly.
 #[test]
@@ -798,7 +768,7 @@ fn committed_fuzz_seeds_load_or_fail_cleanly() {
             let data = std::fs::read(&path).unwrap();
             let (result, peak) = peak_bytes(|| {
                 if is_model {
-                    let (options, file) = split_fuzz_options(&data);
+                    let (options, file) = fuzz_options::split_options(&data);
                     Model::from_safetensors_bytes(file, &options).map(|_| ())
                 } else {
                     InputFile::from_bytes(&data).map(|_| ())

@@ -6,50 +6,17 @@ use std::sync::OnceLock;
 
 use arbitrary::Unstructured;
 use recur::bench::{random_state_dict, SplitRng};
-use recur::{Config, ForwardInput, Isa, LoadOptions, Mode, Model, Outputs, StateDict, Tensor};
+use recur::load::InputFile;
+use recur::{Config, Isa, Mode, Model, Outputs, StateDict, Tensor};
 use recur_kernels::Kernels;
+
+// Also compiled into `tests/hostile.rs`, which replays the committed seeds without nightly.
+mod options;
+pub use options::split_options;
 
 /// Largest `layers * G * H * width` of a model the load targets run after loading it (a few KiB
 /// of file hold small models; this keeps every iteration fast whatever the header claims).
 pub const TINY_WORK: usize = 1 << 16;
-
-/// Load options from the first bytes of `data`, and the rest as the file.
-///
-/// Byte 0: bits 0-2 the mode option (none, LSTM, GRU, RNN_TANH, RNN_RELU; 5-7 none), bit 3
-/// `batch_first`, bits 4-5 the prefix: none, `rnn.`, `encoder.rnn` (no trailing dot), or
-/// custom: then byte 1 is its length (at most 63) and the prefix's bytes follow, read as UTF-8
-/// with replacement.
-pub fn split_options(data: &[u8]) -> (LoadOptions, &[u8]) {
-    let Some((&flags, mut rest)) = data.split_first() else {
-        return (LoadOptions::default(), data);
-    };
-    let mode = match flags & 7 {
-        1 => Some(Mode::Lstm),
-        2 => Some(Mode::Gru),
-        3 => Some(Mode::RnnTanh),
-        4 => Some(Mode::RnnRelu),
-        _ => None,
-    };
-    let prefix = match (flags >> 4) & 3 {
-        0 => String::new(),
-        1 => "rnn.".to_string(),
-        2 => "encoder.rnn".to_string(),
-        _ => match rest.split_first() {
-            None => String::new(),
-            Some((&len, tail)) => {
-                let len = usize::from(len & 63).min(tail.len());
-                rest = &tail[len..];
-                String::from_utf8_lossy(&tail[..len]).into_owned()
-            }
-        },
-    };
-    let options = LoadOptions {
-        prefix,
-        mode,
-        batch_first: flags & 8 != 0,
-    };
-    (options, rest)
-}
 
 /// One small model of each mode, with PyTorch-like random weights, for the input target: an
 /// RNN_TANH, a 2-layer bidirectional RNN_RELU, a 2-layer bidirectional LSTM with projection,
@@ -164,14 +131,9 @@ pub struct Case {
     pub config: Config,
     /// Its weights.
     pub state_dict: StateDict,
-    /// `(L, N, I)`, `(N, L, I)` batch-first, or `(L, I)` unbatched.
-    pub input: Tensor,
-    /// Initial hidden state.
-    pub h0: Option<Tensor>,
-    /// Initial cell state (LSTM, with `h0`).
-    pub c0: Option<Tensor>,
-    /// Per-element lengths.
-    pub lengths: Option<Vec<usize>>,
+    /// The forward call's tensors: the input (`(L, N, I)`, `(N, L, I)` batch-first, or `(L, I)`
+    /// unbatched), initial states and lengths; [`InputFile::forward_input`] lends them.
+    pub inputs: InputFile,
     /// Sequence length `L`.
     pub seq: usize,
     /// Batch `N` (1 when unbatched).
@@ -181,16 +143,6 @@ pub struct Case {
 }
 
 impl Case {
-    /// The case's input, borrowed.
-    pub fn forward_input(&self) -> ForwardInput<'_> {
-        ForwardInput {
-            input: self.input.view(),
-            h0: self.h0.as_ref().map(Tensor::view),
-            c0: self.c0.as_ref().map(Tensor::view),
-            lengths: self.lengths.as_deref(),
-        }
-    }
-
     /// The flat index of input element `(t, b, i)`.
     pub fn input_index(&self, t: usize, b: usize, i: usize) -> usize {
         let n_in = self.config.input_size;
@@ -312,10 +264,12 @@ pub fn build_case(u: &mut Unstructured<'_>, lim: CaseLimits) -> arbitrary::Resul
     Ok(Case {
         config,
         state_dict,
-        input,
-        h0,
-        c0,
-        lengths,
+        inputs: InputFile {
+            input,
+            h0,
+            c0,
+            lengths,
+        },
         seq,
         batch,
         unbatched,
