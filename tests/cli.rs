@@ -16,7 +16,7 @@ const TOL: f64 = 1e-4;
 struct Case {
     config: Config,
     sd: StateDict,
-    inputs: Inputs,
+    inputs: InputFile,
 }
 
 impl Case {
@@ -34,7 +34,7 @@ impl Case {
         });
         let c0 = (with_state && config.mode == Mode::Lstm)
             .then(|| random_tensor(run.state_shape(&config, config.hidden_size), seed + 2, 0.5));
-        let inputs = Inputs {
+        let inputs = InputFile {
             input: random_tensor(run.input_shape(&config), seed + 3, 1.0),
             h0,
             c0,
@@ -44,7 +44,7 @@ impl Case {
     }
 
     fn write_input(&self, path: &Path) {
-        std::fs::write(path, self.inputs.file_bytes()).unwrap();
+        std::fs::write(path, input_file_bytes(&self.inputs)).unwrap();
     }
 
     /// Writes the model (f32, no prefix, no metadata) and the input into `dir`; returns the
@@ -180,7 +180,7 @@ fn run_with_lengths_and_unbatched_input() {
     case.run_and_check(&model, &input, &output, &[]);
 
     // Lengths as I32 read the same.
-    let mut tensors = case.inputs.raw_tensors(Dtype::F32);
+    let mut tensors = input_tensors(&case.inputs, Dtype::F32);
     tensors.retain(|t| t.name != "lengths");
     tensors.push(RawTensor::i32s("lengths", vec![4], &[7, 2, 5, 1]));
     assert_eq!(tensors.len(), 4, "input, h0, c0 and lengths");
@@ -300,7 +300,7 @@ fn reduced_and_double_precision_weights_load() {
             let t = t.expect("input, h0 and c0");
             *t = round_input(t, dtype);
         }
-        let tensors = inputs.raw_tensors(dtype);
+        let tensors = input_tensors(inputs, dtype);
         std::fs::write(&input, safetensors_bytes(&tensors, &[])).unwrap();
         case.run_and_check(&model, &input, &output, &["--prefix", "rnn."]);
     }

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{available_tiers, bits, config_strategy, run_strategy, Inputs, Rng, Run};
+use common::{
+    available_tiers, bits, config_strategy, random_inputs, run_strategy, InputFile, Rng, Run,
+};
 use proptest::prelude::*;
 use recur::{reference, Config, ForwardInput, Mode, Model, Outputs, StateDict, Tensor};
 
@@ -57,10 +59,10 @@ fn case_strategy() -> impl Strategy<Value = Case> {
 
 /// The case's weights, then its inputs, from one deterministic generator (xorshift) so that
 /// failing cases shrink and replay from the proptest seed.
-fn build(case: &Case) -> (StateDict, Inputs) {
+fn build(case: &Case) -> (StateDict, InputFile) {
     let mut rng = Rng(case.seed);
     let sd = state_dict(&case.config, &mut rng, case.weight_scale);
-    let inputs = Inputs::random(&case.config, &case.run, 1.5, 0.8, |n, scale| {
+    let inputs = random_inputs(&case.config, &case.run, 1.5, 0.8, |n, scale| {
         rng.vec(n, scale)
     });
     (sd, inputs)
@@ -131,7 +133,7 @@ proptest! {
 }
 
 /// A batch large enough to be split into several chunks across threads.
-fn wide_case(mode: Mode, bidirectional: bool, ragged: bool) -> (Config, StateDict, Inputs) {
+fn wide_case(mode: Mode, bidirectional: bool, ragged: bool) -> (Config, StateDict, InputFile) {
     let mut config = Config::new(mode, 7, 21);
     config.num_layers = 2;
     config.bidirectional = bidirectional;

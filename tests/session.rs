@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{available_tiers, bits, config_strategy, run_strategy, Inputs, Run};
+use common::{available_tiers, bits, config_strategy, random_inputs, run_strategy, InputFile, Run};
 use proptest::prelude::*;
 use recur::bench::{random_state_dict, SplitRng};
 use recur::session::{run_chunked, Session};
@@ -48,16 +48,16 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         })
 }
 
-fn build(case: &Case) -> Inputs {
+fn build(case: &Case) -> InputFile {
     let mut rng = SplitRng::new(case.seed);
-    Inputs::random(&case.config, &case.run, 2.0, 1.0, |n, scale| {
+    random_inputs(&case.config, &case.run, 2.0, 1.0, |n, scale| {
         rng.vec(n, scale)
     })
 }
 
 /// Feeds `b` through a session in chunks of the sizes `sizes` (cycled), the hard way: the test's
 /// own slicing, `feed`/`feed_with_lengths`, output assembled by hand.
-fn feed_uneven(model: &Model, case: &Case, b: &Inputs, sizes: &[usize]) -> Outputs {
+fn feed_uneven(model: &Model, case: &Case, b: &InputFile, sizes: &[usize]) -> Outputs {
     let cfg = model.config();
     let (l, n, i) = (case.run.seq, case.run.batch, cfg.input_size);
     let w = cfg.output_hidden();

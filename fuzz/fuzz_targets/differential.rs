@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
         Vec::new()
     };
 
-    let fi = case.forward_input();
+    let fi = case.inputs.forward_input();
     let want = reference::forward(&case.config, &case.state_dict, &fi);
     let mut model = Model::from_state_dict(case.config.clone(), &case.state_dict).unwrap();
     let clean = if poisoned.is_empty() {
@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
             for t in 0..c.seq {
                 for i in 0..c.config.input_size {
                     let k = c.input_index(t, b, i);
-                    c.input.data[k] = 0.0;
+                    c.inputs.input.data[k] = 0.0;
                 }
             }
         }
@@ -143,7 +143,7 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Some(clean) = &clean {
             let base = one
-                .install(|| model.forward(&clean.forward_input()))
+                .install(|| model.forward(&clean.inputs.forward_input()))
                 .unwrap();
             isolated(&name, &got, &base, &rows, &poisoned);
         }
@@ -168,7 +168,7 @@ fn poison(case: &mut Case, u: &mut Unstructured<'_>) -> Vec<usize> {
             _ => f32::NEG_INFINITY,
         };
         let k = case.input_index(t, b, i);
-        case.input.data[k] = v;
+        case.inputs.input.data[k] = v;
         if !poisoned.contains(&b) {
             poisoned.push(b);
         }
@@ -251,7 +251,7 @@ fn close(
             case.config,
             case.seq,
             case.batch,
-            case.lengths
+            case.inputs.lengths
         );
     }
 }

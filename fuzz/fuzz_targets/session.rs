@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
     model.set_kernels(table);
     let name = table_name(table);
     let cfg = model.config().clone();
-    let fi = case.forward_input();
+    let fi = case.inputs.forward_input();
     let whole = model.forward(&fi).unwrap();
 
     // run_chunked with one chunk size.
@@ -42,16 +42,16 @@ fuzz_target!(|data: &[u8]| {
         "{name}: run_chunked({k}) differs from one forward pass for {cfg} L={} N={} lengths={:?}",
         case.seq,
         case.batch,
-        case.lengths
+        case.inputs.lengths
     );
 
     // A session fed in arbitrary chunks.
     let (l, n, i_size) = (case.seq, case.batch, cfg.input_size);
     let h_out = cfg.output_hidden();
     let mut session = Session::with_batch(&model, n).unwrap();
-    if let Some(h0) = &case.h0 {
+    if let Some(h0) = &case.inputs.h0 {
         session
-            .set_state(h0.view(), case.c0.as_ref().map(Tensor::view))
+            .set_state(h0.view(), case.inputs.c0.as_ref().map(Tensor::view))
             .unwrap();
     }
     let mut output = vec![f32::NAN; whole.output.data.len()];
@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
     let mut saved = None;
     while t0 < l {
         let k = u.int_in_range(1..=l - t0).unwrap_or(l - t0);
-        let use_step = k == 1 && case.lengths.is_none() && u.arbitrary().unwrap_or(false);
+        let use_step = k == 1 && case.inputs.lengths.is_none() && u.arbitrary().unwrap_or(false);
         if saved.is_none() && t0 > 0 && u.ratio(1, 4).unwrap_or(false) {
             saved = Some((t0, session.snapshot(), bounds.len()));
         }
@@ -85,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
             same_output,
             "{name}: {what} output differs from one forward pass for {cfg} L={l} N={n} \
              lengths={:?} chunks={bounds:?}",
-            case.lengths
+            case.inputs.lengths
         );
         assert!(
             session
@@ -140,10 +140,10 @@ fn feed(
     if batch_first {
         for b in 0..n {
             let start = (b * l + t0) * i_size;
-            x.extend_from_slice(&case.input.data[start..start + k * i_size]);
+            x.extend_from_slice(&case.inputs.input.data[start..start + k * i_size]);
         }
     } else {
-        x.extend_from_slice(&case.input.data[t0 * n * i_size..(t0 + k) * n * i_size]);
+        x.extend_from_slice(&case.inputs.input.data[t0 * n * i_size..(t0 + k) * n * i_size]);
     }
     let chunk_out: Vec<f32> = if use_step {
         session.step(&x).unwrap().to_vec()
@@ -156,7 +156,7 @@ fn feed(
             vec![k, n, i_size]
         };
         let view = TensorView::new(&shape, &x).unwrap();
-        match &case.lengths {
+        match &case.inputs.lengths {
             None => session.feed(view).unwrap().data.to_vec(),
             Some(lengths) => {
                 let chunk_lengths: Vec<usize> = lengths

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use proptest::prelude::*;
-use recur::{Config, ForwardInput, Isa, Mode, StateDict, Tensor};
+pub use recur::load::InputFile;
+use recur::{Config, Isa, Mode, StateDict, Tensor};
 use safetensors::tensor::{Dtype, TensorView};
 
 /// A deterministic generator (xorshift) of values in `[-1, 1)`.
@@ -181,13 +182,12 @@ pub fn input_bytes(
     c0: Option<&Tensor>,
     lengths: Option<&[usize]>,
 ) -> Vec<u8> {
-    Inputs {
+    input_file_bytes(&InputFile {
         input: input.clone(),
         h0: h0.cloned(),
         c0: c0.cloned(),
         lengths: lengths.map(<[usize]>::to_vec),
-    }
-    .file_bytes()
+    })
 }
 
 /// A deterministic tensor of `shape` with values in `[-scale, scale)`.
@@ -369,83 +369,57 @@ pub fn run_strategy(seq: Range<usize>, batch: Range<usize>) -> impl Strategy<Val
     )
 }
 
-/// The tensors of one forward call, held so that a [`ForwardInput`] can borrow them.
-#[derive(Clone, Debug)]
-pub struct Inputs {
-    /// The input sequence.
-    pub input: Tensor,
-    /// Initial hidden state.
-    pub h0: Option<Tensor>,
-    /// Initial cell state (LSTM).
-    pub c0: Option<Tensor>,
-    /// Per-element lengths.
-    pub lengths: Option<Vec<usize>>,
+/// Random inputs of `run`'s shape: the input with values in `[-input_scale, input_scale)`,
+/// then, with a state, `h0` and (LSTM) `c0` in `[-state_scale, state_scale)`, all drawn in that
+/// order from `draw(count, scale)`. (An [`InputFile`] holds a forward call's tensors and lends
+/// them as a [`recur::ForwardInput`].)
+pub fn random_inputs(
+    config: &Config,
+    run: &Run,
+    input_scale: f32,
+    state_scale: f32,
+    mut draw: impl FnMut(usize, f32) -> Vec<f32>,
+) -> InputFile {
+    let mut tensor = |shape: Vec<usize>, scale: f32| {
+        let n = shape.iter().product();
+        Tensor::new(shape, draw(n, scale)).unwrap()
+    };
+    let input = tensor(run.input_shape(config), input_scale);
+    let h0 = run
+        .with_state
+        .then(|| tensor(run.state_shape(config, config.output_hidden()), state_scale));
+    let c0 = (run.with_state && config.mode == Mode::Lstm)
+        .then(|| tensor(run.state_shape(config, config.hidden_size), state_scale));
+    InputFile {
+        input,
+        h0,
+        c0,
+        lengths: run.lengths.clone(),
+    }
 }
 
-impl Inputs {
-    /// Random inputs of `run`'s shape: the input with values in `[-input_scale, input_scale)`,
-    /// then, with a state, `h0` and (LSTM) `c0` in `[-state_scale, state_scale)`, all drawn in
-    /// that order from `draw(count, scale)`.
-    pub fn random(
-        config: &Config,
-        run: &Run,
-        input_scale: f32,
-        state_scale: f32,
-        mut draw: impl FnMut(usize, f32) -> Vec<f32>,
-    ) -> Inputs {
-        let mut tensor = |shape: Vec<usize>, scale: f32| {
-            let n = shape.iter().product();
-            Tensor::new(shape, draw(n, scale)).unwrap()
-        };
-        let input = tensor(run.input_shape(config), input_scale);
-        let h0 = run
-            .with_state
-            .then(|| tensor(run.state_shape(config, config.output_hidden()), state_scale));
-        let c0 = (run.with_state && config.mode == Mode::Lstm)
-            .then(|| tensor(run.state_shape(config, config.hidden_size), state_scale));
-        Inputs {
-            input,
-            h0,
-            c0,
-            lengths: run.lengths.clone(),
-        }
+/// The tensors of an input file holding `inputs`: `input`, `h0` and `c0` stored as `dtype`,
+/// `lengths` as I64.
+pub fn input_tensors(inputs: &InputFile, dtype: Dtype) -> Vec<RawTensor> {
+    let floats = [
+        ("input", Some(&inputs.input)),
+        ("h0", inputs.h0.as_ref()),
+        ("c0", inputs.c0.as_ref()),
+    ];
+    let mut t: Vec<RawTensor> = floats
+        .into_iter()
+        .filter_map(|(name, t)| Some(RawTensor::floats(name, dtype, t?.shape.clone(), &t?.data)))
+        .collect();
+    if let Some(lens) = &inputs.lengths {
+        let v: Vec<i64> = lens.iter().map(|&l| l as i64).collect();
+        t.push(RawTensor::i64s("lengths", vec![v.len()], &v));
     }
+    t
+}
 
-    /// The forward call's input, borrowing these tensors.
-    pub fn forward_input(&self) -> ForwardInput<'_> {
-        ForwardInput {
-            input: self.input.view(),
-            h0: self.h0.as_ref().map(Tensor::view),
-            c0: self.c0.as_ref().map(Tensor::view),
-            lengths: self.lengths.as_deref(),
-        }
-    }
-
-    /// The tensors of an input file holding these: `input`, `h0` and `c0` stored as `dtype`,
-    /// `lengths` as I64.
-    pub fn raw_tensors(&self, dtype: Dtype) -> Vec<RawTensor> {
-        let floats = [
-            ("input", Some(&self.input)),
-            ("h0", self.h0.as_ref()),
-            ("c0", self.c0.as_ref()),
-        ];
-        let mut t: Vec<RawTensor> = floats
-            .into_iter()
-            .filter_map(|(name, t)| {
-                Some(RawTensor::floats(name, dtype, t?.shape.clone(), &t?.data))
-            })
-            .collect();
-        if let Some(lens) = &self.lengths {
-            let v: Vec<i64> = lens.iter().map(|&l| l as i64).collect();
-            t.push(RawTensor::i64s("lengths", vec![v.len()], &v));
-        }
-        t
-    }
-
-    /// An input file's bytes holding these tensors (f32, lengths as I64).
-    pub fn file_bytes(&self) -> Vec<u8> {
-        safetensors_bytes(&self.raw_tensors(Dtype::F32), &[])
-    }
+/// An input file's bytes holding `inputs` (f32, lengths as I64).
+pub fn input_file_bytes(inputs: &InputFile) -> Vec<u8> {
+    safetensors_bytes(&input_tensors(inputs, Dtype::F32), &[])
 }
 
 /// The arguments of `recur run` on these files.
