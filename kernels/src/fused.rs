@@ -13,7 +13,8 @@
 //! the element-wise epilogue. So a row's result does not depend on `R`, `NV`, the number of rows
 //! in the call, or the block range (SPEC §4: bit-identical for any batch split and thread count).
 //!
-//! The weights are read strictly in order (block after block, `k` after `k`), which the hardware
+//! The weights are read strictly in order (block after block; within a block, each gate's
+//! `K x BLOCK` panel `k` after `k`, a few sequential streams at once), which the hardware
 //! prefetchers follow; a software prefetch 4 KiB ahead measured no clear gain on the AVX2 machine
 //! this was tuned on (a loaded 2-core Zen 3), so there is none.
 //!
@@ -43,7 +44,7 @@ const MAX_VECTORS: usize = BLOCK / 8;
 /// `W h` for part of `JB` consecutive blocks: `acc[r][b][g][v]` is block `b`, gate `g0 + g`,
 /// unit vector `v0 + v`, row `r`, summed over `k = 0..K` in order with one `mul_add` per term.
 ///
-/// `wb` holds the `JB` packed blocks (`K * G * BLOCK` floats each, contiguous as in
+/// `wb` holds the `JB` packed blocks (`G` panels of `K * BLOCK` floats each, contiguous as in
 /// [`PackedMatrix`]), `h[r]` row `r` of `h_prev` (`K` floats). Several blocks per pass give a
 /// single row more independent accumulator chains (the FMA latency would bound a single block
 /// of one gate) without changing any element's order of operations.
@@ -65,11 +66,14 @@ fn accumulate<
     h: [&[f32]; R],
     (g0, v0): (usize, usize),
 ) -> [[[[S::V; NV]; GP]; JB]; R] {
-    let stride = G * BLOCK;
-    let k = wb.len() / JB / stride;
-    let mut rest: [&[f32]; JB] = [&[]; JB];
-    for (b, wr) in rest.iter_mut().enumerate() {
-        *wr = &wb[b * k * stride..(b + 1) * k * stride];
+    let block_len = wb.len() / JB;
+    let k = block_len / (G * BLOCK);
+    // Each gate of a block is its own `K x BLOCK` panel, read in order.
+    let mut rest: [[&[f32]; GP]; JB] = [[&[]; GP]; JB];
+    for (b, rb) in rest.iter_mut().enumerate() {
+        for (g, wr) in rb.iter_mut().enumerate() {
+            *wr = &wb[b * block_len + (g0 + g) * k * BLOCK..][..k * BLOCK];
+        }
     }
     let mut acc = [[[[s.zero(); NV]; GP]; JB]; R];
     for kk in 0..k {
@@ -78,11 +82,11 @@ fn accumulate<
             hk[r] = s.splat(h[r][kk]);
         }
         for b in 0..JB {
-            let (wk, tail) = rest[b].split_at(stride);
-            rest[b] = tail;
             for g in 0..GP {
+                let (wk, tail) = rest[b][g].split_at(BLOCK);
+                rest[b][g] = tail;
                 for v in 0..NV {
-                    let wv = s.load(&wk[(g0 + g) * BLOCK + (v0 + v) * S::LANES..]);
+                    let wv = s.load(&wk[(v0 + v) * S::LANES..]);
                     for r in 0..R {
                         acc[r][b][g][v] = s.mul_add(wv, hk[r], acc[r][b][g][v]);
                     }
@@ -111,7 +115,7 @@ trait Epilogue<S: Simd, const G: usize> {
 /// Accumulates the `JB` blocks from `j` for the rows `r0..r0 + R` in passes over `GP` gates and
 /// `NV` unit vectors each, then hands every vector holding real units to `epilogue`.
 ///
-/// A pass reads only its gates' weights: with `NV` covering the whole block, a pass over `GP`
+/// A pass reads only its gates' panels: with `NV` covering the whole block, a pass over `GP`
 /// gates reads whole cache lines (each gate's `BLOCK` weights of one `k` are one 64-byte line),
 /// so splitting the gates into passes fetches each line once; the gate sums of earlier passes
 /// wait in a small stack array. Splitting the unit vectors instead halves the accumulators too,
