@@ -26,9 +26,10 @@ use crate::vecmath::{sigmoid::sigmoid, tanh::tanh};
 
 /// Generates one tier's module: `#[target_feature]` instantiations, their safe wrappers, and
 /// the `KERNELS` table.
-/// Tiles are `(R, GP, NV, GP1, NV1, JB1)` per kernel: row tiles of `R` rows in passes of `GP`
-/// gates and `NV` unit vectors, single rows in passes of `GP1` gates and `NV1` vectors over
-/// `JB1` blocks at once.
+/// Tiles are `(R, GP, NV, RB, GPB, NVB, GP1, NV1, JB1)` per kernel: row tiles of `R` rows in
+/// passes of `GP` gates and `NV` unit vectors, row tiles of `RB` rows (`0`: none) in passes of
+/// `GPB` gates and `NVB` vectors for the rows `R` leaves over (see `fused::row_tiles`), single
+/// rows in passes of `GP1` gates and `NV1` vectors over `JB1` blocks at once.
 macro_rules! tier {
     (
         $(#[$doc:meta])*
@@ -36,10 +37,10 @@ macro_rules! tier {
         isa: $isa:expr;
         token: $tok:ty = $new:expr;
         features: [$(#[$tf:meta])*];
-        lstm: ($lr:literal, $lgr:literal, $lnvr:literal, $lg1:literal, $lnv1:literal, $ljb:literal);
-        gru: ($gr:literal, $ggr:literal, $gnvr:literal, $gg1:literal, $gnv1:literal, $gjb:literal);
-        rnn: ($rr:literal, $rgr:literal, $rnvr:literal, $rg1:literal, $rnv1:literal, $rjb:literal);
-        project: ($pr:literal, $pgr:literal, $pnvr:literal, $pg1:literal, $pnv1:literal, $pjb:literal);
+        lstm: ($lr:literal, $lgr:literal, $lnvr:literal, $lrb:literal, $lgb:literal, $lnvb:literal, $lg1:literal, $lnv1:literal, $ljb:literal);
+        gru: ($gr:literal, $ggr:literal, $gnvr:literal, $grb:literal, $ggb:literal, $gnvb:literal, $gg1:literal, $gnv1:literal, $gjb:literal);
+        rnn: ($rr:literal, $rgr:literal, $rnvr:literal, $rrb:literal, $rgb:literal, $rnvb:literal, $rg1:literal, $rnv1:literal, $rjb:literal);
+        project: ($pr:literal, $pgr:literal, $pnvr:literal, $prb:literal, $pgb:literal, $pnvb:literal, $pg1:literal, $pnv1:literal, $pjb:literal);
         input_projection: ($imr:literal, $ijb:literal, $inv:literal, $ikc:literal, $imc:literal);
     ) => {
         $(#[$doc])*
@@ -71,7 +72,7 @@ macro_rules! tier {
                 rows: usize,
                 blocks: Range<usize>,
             ) {
-                fused::lstm_step_blocks::<$tok, $lr, $lgr, $lnvr, $lg1, $lnv1, $ljb>(
+                fused::lstm_step_blocks::<$tok, $lr, $lgr, $lnvr, $lrb, $lgb, $lnvb, $lg1, $lnv1, $ljb>(
                     s, w, xp, h_prev, c, h_out, rows, blocks,
                 )
             }
@@ -87,7 +88,7 @@ macro_rules! tier {
                 rows: usize,
                 blocks: Range<usize>,
             ) {
-                fused::gru_step_blocks::<$tok, $gr, $ggr, $gnvr, $gg1, $gnv1, $gjb>(
+                fused::gru_step_blocks::<$tok, $gr, $ggr, $gnvr, $grb, $ggb, $gnvb, $gg1, $gnv1, $gjb>(
                     s, w, b_hn, xp, h_prev, h_out, rows, blocks,
                 )
             }
@@ -103,7 +104,7 @@ macro_rules! tier {
                 rows: usize,
                 blocks: Range<usize>,
             ) {
-                fused::rnn_step_blocks::<$tok, $rr, $rgr, $rnvr, $rg1, $rnv1, $rjb>(
+                fused::rnn_step_blocks::<$tok, $rr, $rgr, $rnvr, $rrb, $rgb, $rnvb, $rg1, $rnv1, $rjb>(
                     s, w, act, xp, h_prev, h_out, rows, blocks,
                 )
             }
@@ -117,7 +118,7 @@ macro_rules! tier {
                 rows: usize,
                 blocks: Range<usize>,
             ) {
-                fused::project_blocks::<$tok, $pr, $pgr, $pnvr, $pg1, $pnv1, $pjb>(
+                fused::project_blocks::<$tok, $pr, $pgr, $pnvr, $prb, $pgb, $pnvb, $pg1, $pnv1, $pjb>(
                     s, w, x, out, rows, blocks,
                 )
             }
@@ -286,10 +287,10 @@ tier! {
     isa: Isa::Portable;
     token: crate::simd::portable::Portable = Some(crate::simd::portable::Portable::new());
     features: [];
-    lstm: (2, 2, 1, 4, 1, 1);
-    gru: (2, 3, 1, 3, 1, 1);
-    rnn: (4, 1, 1, 1, 1, 2);
-    project: (4, 1, 1, 1, 1, 2);
+    lstm: (2, 2, 1, 0, 0, 0, 4, 1, 1);
+    gru: (2, 3, 1, 0, 0, 0, 3, 1, 1);
+    rnn: (4, 1, 1, 0, 0, 0, 1, 1, 2);
+    project: (4, 1, 1, 0, 0, 0, 1, 1, 2);
     input_projection: (3, 1, 2, 1024, 65536);
 }
 
@@ -301,10 +302,10 @@ tier! {
     isa: Isa::Avx2;
     token: crate::simd::avx2::Avx2 = crate::simd::avx2::Avx2::new();
     features: [#[target_feature(enable = "avx2,fma")]];
-    lstm: (3, 2, 2, 4, 2, 1);
-    gru: (2, 3, 2, 3, 2, 1);
-    rnn: (4, 1, 2, 1, 2, 4);
-    project: (4, 1, 2, 1, 2, 4);
+    lstm: (3, 2, 2, 4, 1, 2, 4, 2, 1);
+    gru: (2, 3, 2, 3, 1, 2, 3, 2, 1);
+    rnn: (4, 1, 2, 5, 1, 2, 1, 2, 4);
+    project: (4, 1, 2, 5, 1, 2, 1, 2, 4);
     input_projection: (6, 1, 2, 1024, 65536);
 }
 
@@ -315,10 +316,10 @@ tier! {
     isa: Isa::Avx512;
     token: crate::simd::avx512::Avx512 = crate::simd::avx512::Avx512::new();
     features: [#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,fma")]];
-    lstm: (4, 4, 1, 4, 1, 2);
-    gru: (6, 3, 1, 3, 1, 2);
-    rnn: (8, 1, 1, 1, 1, 8);
-    project: (8, 1, 1, 1, 1, 8);
+    lstm: (4, 4, 1, 5, 4, 1, 4, 1, 2);
+    gru: (6, 3, 1, 7, 3, 1, 3, 1, 2);
+    rnn: (8, 1, 1, 9, 1, 1, 1, 1, 8);
+    project: (8, 1, 1, 9, 1, 1, 1, 1, 8);
     input_projection: (12, 2, 1, 1024, 65536);
 }
 
@@ -329,9 +330,9 @@ tier! {
     isa: Isa::Avx512;
     token: crate::simd::emulated::Emulated16 = Some(crate::simd::emulated::Emulated16::new());
     features: [];
-    lstm: (4, 4, 1, 4, 1, 2);
-    gru: (6, 3, 1, 3, 1, 2);
-    rnn: (8, 1, 1, 1, 1, 8);
-    project: (8, 1, 1, 1, 1, 8);
+    lstm: (4, 4, 1, 5, 4, 1, 4, 1, 2);
+    gru: (6, 3, 1, 7, 3, 1, 3, 1, 2);
+    rnn: (8, 1, 1, 9, 1, 1, 1, 1, 8);
+    project: (8, 1, 1, 9, 1, 1, 1, 1, 8);
     input_projection: (12, 2, 1, 1024, 65536);
 }
