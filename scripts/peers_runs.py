@@ -7,9 +7,10 @@ consecutive runs, so one peers.py table is one sample. Usage (from the project r
 `cargo build --release`, with the peers venv of docs/PERFORMANCE.md):
 
     ../peers-venv/bin/python scripts/peers_runs.py --runs 3 --threads 1 2 \
-        --recur target/release/recur [--save DIR]
+        --recur target/release/recur [--per-case] [--cases a,b] [--save DIR]
 """
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -45,20 +46,34 @@ def main():
     ap.add_argument("--recur", required=True)
     ap.add_argument("--peers", default=PEERS)
     ap.add_argument("--save", help="directory for each run's raw output")
+    ap.add_argument("--cases", default="", help="comma-separated subset of the suite")
+    ap.add_argument("--per-case", action="store_true",
+                    help="one peers.py call per case, so that recur and the peers of a case are "
+                         "timed seconds apart rather than minutes (the machine's speed drifts)")
     args = ap.parse_args()
+    suite_file = os.path.join(os.path.dirname(os.path.abspath(args.peers)), "suite.json")
+    with open(suite_file) as f:
+        names = [c["name"] for c in json.load(f)["cases"]]
+    if args.cases:
+        want = args.cases.split(",")
+        names = [n for n in names if n in want]
+    groups = [[n] for n in names] if args.per_case else [names]
     samples = {t: {} for t in args.threads}
     for run in range(args.runs):
-        for t in args.threads:
-            out = subprocess.run(
-                [sys.executable, args.peers, "--threads", str(t), "--recur", args.recur],
-                capture_output=True, text=True, check=True,
-            ).stdout
-            if args.save:
-                os.makedirs(args.save, exist_ok=True)
-                with open(os.path.join(args.save, f"t{t}_run{run + 1}.txt"), "w") as f:
-                    f.write(out)
-            for case, vals in table(out).items():
-                samples[t].setdefault(case, []).append(vals)
+        for group in groups:
+            for t in args.threads:
+                out = subprocess.run(
+                    [sys.executable, args.peers, "--threads", str(t), "--recur", args.recur,
+                     "--cases", ",".join(group)],
+                    capture_output=True, text=True, check=True,
+                ).stdout
+                if args.save:
+                    os.makedirs(args.save, exist_ok=True)
+                    tag = group[0] if len(group) == 1 else "all"
+                    with open(os.path.join(args.save, f"t{t}_{tag}_run{run + 1}.txt"), "w") as f:
+                        f.write(out)
+                for case, vals in table(out).items():
+                    samples[t].setdefault(case, []).append(vals)
     fmt = lambda x: "-" if x is None else f"{x:.3f}"
     for t in args.threads:
         print(f"threads={t} (median of {args.runs} runs; speedup range in brackets)")
