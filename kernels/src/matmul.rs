@@ -37,11 +37,11 @@ use crate::simd::Simd;
 pub(crate) type Acc<S, const MR: usize, const JB: usize, const NV: usize> =
     [[[<S as Simd>::V; NV]; JB]; MR];
 
-/// `acc[r][b][v] = mul_add(w[b][k*stride + v*LANES..], a[r][k], acc[r][b][v])` for
+/// `acc[r][b][v] = mul_add(w[b][k*BLOCK + v*LANES..], a[r][k], acc[r][b][v])` for
 /// `k = 0..kc` in order.
 ///
 /// `a[r]`: row `r`'s inputs `k0..k0 + kc` (at least `kc` floats); `w[b]`: block `b`'s packed
-/// weights from the tile's first column of k-row `k0` on, k-rows `stride` floats apart.
+/// weights from k-row `k0` on (its `K x BLOCK` panel, k-rows `BLOCK` floats apart).
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
 pub(crate) fn tile<S: Simd, const MR: usize, const JB: usize, const NV: usize>(
@@ -49,7 +49,6 @@ pub(crate) fn tile<S: Simd, const MR: usize, const JB: usize, const NV: usize>(
     acc: &mut Acc<S, MR, JB, NV>,
     a: [&[f32]; MR],
     w: [&[f32]; JB],
-    stride: usize,
     kc: usize,
 ) {
     let width = NV * S::LANES;
@@ -60,7 +59,7 @@ pub(crate) fn tile<S: Simd, const MR: usize, const JB: usize, const NV: usize>(
     for k in 0..kc {
         let mut wv = [[s.zero(); NV]; JB];
         for b in 0..JB {
-            let wk = &w[b][k * stride..k * stride + width];
+            let wk = &w[b][k * BLOCK..k * BLOCK + width];
             for v in 0..NV {
                 wv[b][v] = s.load(&wk[v * S::LANES..]);
             }
@@ -183,7 +182,7 @@ pub(crate) fn input_projection<S: Simd, const MR: usize, const JB: usize, const 
                             }
                         }
                     }
-                    tile::<S, MR, JB, NV>(s, &mut acc, a, wb, BLOCK, kc);
+                    tile::<S, MR, JB, NV>(s, &mut acc, a, wb, kc);
                     for (r, acc_r) in acc.iter().enumerate().take(mr) {
                         let row = &mut xp[(r0 + r) * n..][..n];
                         for (b, acc_b) in acc_r.iter().enumerate().take(jb) {
