@@ -68,12 +68,21 @@ fn accumulate<
 ) -> [[[[S::V; NV]; GP]; JB]; R] {
     let block_len = wb.len() / JB;
     let k = block_len / (G * BLOCK);
-    // Each gate of a block is its own `K x BLOCK` panel, read in order.
-    let mut rest: [[&[f32]; GP]; JB] = [[&[]; GP]; JB];
-    for (b, rb) in rest.iter_mut().enumerate() {
-        for (g, wr) in rb.iter_mut().enumerate() {
-            *wr = &wb[b * block_len + (g0 + g) * k * BLOCK..][..k * BLOCK];
+    // Each gate of a block is its own `K x BLOCK` panel, read in order; as slices of
+    // `BLOCK`-float rows of exactly `k` rows, like `h`, so that indexing them by `kk < k` needs
+    // no bounds checks in the loop (with split-off subslices the checks and pointer updates
+    // outnumbered the FMAs of a single row).
+    let mut panels: [[&[[f32; BLOCK]]; GP]; JB] = [[&[]; GP]; JB];
+    for (b, pb) in panels.iter_mut().enumerate() {
+        for (g, p) in pb.iter_mut().enumerate() {
+            let panel = &wb[b * block_len + (g0 + g) * k * BLOCK..][..k * BLOCK];
+            *p = panel.as_chunks::<BLOCK>().0;
+            assert_eq!(p.len(), k);
         }
+    }
+    let mut h_k: [&[f32]; R] = [&[]; R];
+    for r in 0..R {
+        h_k[r] = &h[r][..k];
     }
     let mut acc = [[[[s.zero(); NV]; GP]; JB]; R];
     // Two orders of the same FMAs (each accumulator still takes its `k` in order): hold the
@@ -88,15 +97,14 @@ fn accumulate<
             let mut wv = [[[s.zero(); NV]; GP]; JB];
             for b in 0..JB {
                 for g in 0..GP {
-                    let (wk, tail) = rest[b][g].split_at(BLOCK);
-                    rest[b][g] = tail;
+                    let wk = &panels[b][g][kk];
                     for v in 0..NV {
                         wv[b][g][v] = s.load(&wk[(v0 + v) * S::LANES..]);
                     }
                 }
             }
             for r in 0..R {
-                let hk = s.splat(h[r][kk]);
+                let hk = s.splat(h_k[r][kk]);
                 for b in 0..JB {
                     for g in 0..GP {
                         for v in 0..NV {
@@ -108,12 +116,11 @@ fn accumulate<
         } else {
             let mut hk = [s.zero(); R];
             for r in 0..R {
-                hk[r] = s.splat(h[r][kk]);
+                hk[r] = s.splat(h_k[r][kk]);
             }
             for b in 0..JB {
                 for g in 0..GP {
-                    let (wk, tail) = rest[b][g].split_at(BLOCK);
-                    rest[b][g] = tail;
+                    let wk = &panels[b][g][kk];
                     for v in 0..NV {
                         let wv = s.load(&wk[(v0 + v) * S::LANES..]);
                         for r in 0..R {
