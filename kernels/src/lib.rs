@@ -5,7 +5,7 @@
 //!
 //! - [`isa`]: the instruction-set tiers, detected once and cached, forced with `RECUR_ISA`.
 //! - [`pack`]: [`PackedMatrix`], weights packed once at load in blocks of 16 outputs (`W_hh`
-//!   gate-interleaved, `W_ih` plain).
+//!   as one `K x 16` panel per gate, `W_ih` plain).
 //! - [`step`]: the fused recurrent step kernels and the input projection (one table of
 //!   function pointers per tier).
 //! - `simd` (private): the `Simd` trait, one implementation per instruction set

@@ -71,7 +71,7 @@ impl PackedMatrix {
         }
     }
 
-    /// Number of gates `G` interleaved in each block.
+    /// Number of gates `G` packed in each block (one panel each).
     pub fn gates(&self) -> usize {
         self.gates
     }
