@@ -19,9 +19,9 @@ pub const ALIGN: usize = 64;
 /// ```
 ///
 /// so one pass over the input vector accumulates every gate of a block of units, reading each
-/// gate's panel strictly in order (`gates` sequential streams), and a product over many rows can
-/// take each panel as a contiguous `K x 16` operand. Units past `rows` in the last block are
-/// zero.
+/// gate's panel strictly in order (`gates` sequential streams). With one gate (`W_ih`), block `j`
+/// is a single panel: the input projection's `K x 16` operand. Units past `rows` in the last
+/// block are zero.
 ///
 /// Why panels rather than the gates interleaved per `k` (one 256-byte group of lines per `k`
 /// for an LSTM): a pass over some of the gates then reads one line in four at a 256-byte stride,
