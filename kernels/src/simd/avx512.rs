@@ -66,6 +66,11 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_div_ps(a, b) }
     }
     #[inline(always)]
+    fn recip(self, a: __m512) -> __m512 {
+        // SAFETY: see the impl comment (`vrcp14ps`, relative error below 2^-14).
+        unsafe { _mm512_rcp14_ps(a) }
+    }
+    #[inline(always)]
     fn mul_add(self, a: __m512, b: __m512, c: __m512) -> __m512 {
         // SAFETY: see the impl comment.
         unsafe { _mm512_fmadd_ps(a, b, c) }

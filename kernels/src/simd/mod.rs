@@ -53,6 +53,11 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;
     /// `a / b`, correctly rounded.
     fn div(self, a: Self::V, b: Self::V) -> Self::V;
+    /// An estimate of `1 / a` for normal `a`, relative error below `2^-11` (the CPU's
+    /// reciprocal-estimate instruction where the tier has one, exactly `1 / a` otherwise). Its
+    /// bits may differ between CPU models, so it may only scale a term far below a result's
+    /// last bit (a correction step), never produce a result.
+    fn recip(self, a: Self::V) -> Self::V;
     /// `a * b + c`: fused (one rounding) on tiers with FMA, two roundings on the portable tier
     /// of a build without FMA. Either way the same instructions for every lane and every call,
     /// which is what keeps results independent of the batch split.

@@ -5,8 +5,8 @@
 //! accuracy down to the denormals instead of cancelling in `1 - σ(-x)`.
 //!
 //! A division rounds `1 + e` and the quotient; both roundings are undone by one correction step
-//! (Fast2Sum for `1 + e`, the exact FMA remainder of the division), so what is left is mostly
-//! the error of [`exp`].
+//! (Fast2Sum for `1 + e`, the exact FMA remainder of the division, scaled by the reciprocal
+//! estimate of `1 + e`), so what is left is mostly the error of [`exp`].
 //!
 //! Measured error against the exact value (f64 libm), over every 37th f32 bit pattern
 //! (`tests/activation.rs`): **at most 1.46 ULP** on the FMA tiers (AVX2, AVX-512, emulated),
@@ -32,6 +32,9 @@ pub(crate) fn sigmoid<S: Simd>(s: S, x: S::V) -> S::V {
     let q = s.div(num, d);
     let neg_q = s.sub(s.zero(), q);
     let rem = s.mul_add(neg_q, d, num);
-    let y = s.add(q, s.div(s.mul_add(neg_q, t, rem), d));
+    // The correction is below an ULP of `q`: dividing it by `d` through the reciprocal
+    // estimate (relative error < 2^-11) changes it by less than 2^-11 ULP, for one division
+    // fewer (they are the slowest instructions here).
+    let y = s.add(q, s.mul(s.mul_add(neg_q, t, rem), s.recip(d)));
     s.select(s.is_nan(x), x, y)
 }
