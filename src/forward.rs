@@ -890,19 +890,21 @@ fn run_chunk(
     let in_size = x_layout.width;
     let order = &plan.order[ch.row0..ch.row0 + rows];
 
-    // Gather the chunk's input in loop order: step s, row r reads element order[r] at its own
-    // time index (reversed within its length for the reverse direction). Steps past an
-    // element's length are left as they are: their projections are never read.
+    // Gather the chunk's input in loop order, compacted: step s's rows still running (a prefix
+    // of the rows, which are sorted by length) follow step s-1's, row r reading element
+    // order[r] at its own time index (reversed within its length for the reverse direction).
+    // Steps past an element's length take no row, so the projection does only valid work.
+    let (mut active, mut n_rows) = (rows, 0);
     for s in 0..l {
-        for (r, &b) in order.iter().enumerate() {
-            if s < plan.lengths[b] {
-                let src = x_layout.at(time_of(plan, reverse, s, b), b);
-                ch.x[(s * rows + r) * in_size..][..in_size].copy_from_slice(&x[src..src + in_size]);
-            }
+        active = active_rows(plan, order, active, s);
+        for (r, &b) in order[..active].iter().enumerate() {
+            let src = x_layout.at(time_of(plan, reverse, s, b), b);
+            ch.x[(n_rows + r) * in_size..][..in_size].copy_from_slice(&x[src..src + in_size]);
         }
+        n_rows += active;
     }
-    // Input projection of every step at once: xp = x W_ihᵀ + bias.
-    project_inputs(kernels, w, ch.x, ch.xp, l * rows, plan.split);
+    // Input projection of every valid (step, row) at once: xp = x W_ihᵀ + bias.
+    project_inputs(kernels, w, ch.x, ch.xp, n_rows, plan.split);
 
     // Initial state.
     for (r, &b) in order.iter().enumerate() {
@@ -975,13 +977,15 @@ fn run_steps(kernels: &Kernels, w: &DirectionWeights, plan: &Plan<'_>, ch: &mut 
     let gh = g * h;
     let order = &plan.order[ch.row0..ch.row0 + rows];
     let (mut h_prev, mut h_next) = (&mut *ch.h_a, &mut *ch.h_b);
-    let mut active = rows;
+    let (mut active, mut at) = (rows, 0);
     for s in 0..l {
         active = active_rows(plan, order, active, s);
         if active == 0 {
             break;
         }
-        let xp = &ch.xp[s * rows * gh..(s * rows + active) * gh];
+        // Step s's projections follow the earlier steps' (compacted by `run_chunk`).
+        let xp = &ch.xp[at * gh..(at + active) * gh];
+        at += active;
         match g {
             4 => match &w.w_hr {
                 Some(w_hr) => {
@@ -1199,7 +1203,7 @@ impl SplitShared<'_, '_> {
             (w_hr, pb, pu)
         });
         let mut proj_part = vec![0.0f32; proj.as_ref().map_or(0, |(_, _, pu)| rows * pu.len())];
-        let mut active = rows;
+        let (mut active, mut at) = (rows, 0);
         for s in 0..plan.seq_len {
             active = active_rows(plan, self.order, active, s);
             if active == 0 {
@@ -1207,7 +1211,9 @@ impl SplitShared<'_, '_> {
             }
             let (cur, next) = (&self.state[s % 2], &self.state[(s + 1) % 2]);
             cur.read(0, &mut h_prev[..active * k]);
-            let xp = &self.xp[s * rows * gh..(s * rows + active) * gh];
+            // Step s's projections follow the earlier steps' (compacted by `run_chunk`).
+            let xp = &self.xp[at * gh..(at + active) * gh];
+            at += active;
             let out = &mut out_part[..active * nu];
             match g {
                 4 => (kern.lstm_step_blocks)(
