@@ -71,11 +71,6 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
-    fn min(self, a: __m256, b: __m256) -> __m256 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm256_min_ps(a, b) }
-    }
-    #[inline(always)]
     fn max(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: see the impl comment.
         unsafe { _mm256_max_ps(a, b) }
@@ -121,6 +116,16 @@ unsafe impl Simd for Avx2 {
             // SAFETY: a prefetch never faults and changes no architectural state; `first` is a
             // valid address anyway. SSE (part of every x86-64 CPU).
             unsafe { _mm_prefetch::<_MM_HINT_T0>((first as *const f32).cast::<i8>()) }
+        }
+    }
+    #[inline(always)]
+    fn scale_pow2_normal(self, x: __m256, n: __m256) -> __m256 {
+        // One factor 2^n, a normal f32 for n in [-126, 127]: the product is exact.
+        // SAFETY: see the impl comment (AVX2 integer ops).
+        unsafe {
+            let n = _mm256_cvtps_epi32(n);
+            let p = _mm256_slli_epi32::<23>(_mm256_add_epi32(n, _mm256_set1_epi32(127)));
+            _mm256_mul_ps(x, _mm256_castsi256_ps(p))
         }
     }
     #[inline(always)]

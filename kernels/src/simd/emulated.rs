@@ -66,10 +66,6 @@ unsafe impl Simd for Emulated16 {
         std::array::from_fn(|i| a[i].mul_add(b[i], c[i]))
     }
     #[inline(always)]
-    fn min(self, a: V, b: V) -> V {
-        map2(a, b, |a, b| if a < b { a } else { b })
-    }
-    #[inline(always)]
     fn max(self, a: V, b: V) -> V {
         map2(a, b, |a, b| if a > b { a } else { b })
     }

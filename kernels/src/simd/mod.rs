@@ -62,8 +62,6 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     /// of a build without FMA. Either way the same instructions for every lane and every call,
     /// which is what keeps results independent of the batch split.
     fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-    /// Lane-wise minimum; which operand a NaN lane yields is unspecified.
-    fn min(self, a: Self::V, b: Self::V) -> Self::V;
     /// Lane-wise maximum; which operand a NaN lane yields is unspecified.
     fn max(self, a: Self::V, b: Self::V) -> Self::V;
     /// `|a|` (clears the sign bit).
@@ -86,6 +84,13 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     /// `x * 2^n` rounded once, for `n` integral in `[-150, 128]` and `x` in `[0.5, 2]`: results
     /// below `f32::MIN_POSITIVE` are correctly rounded denormals (or zero), above `f32::MAX` inf.
     fn scale_pow2(self, x: Self::V, n: Self::V) -> Self::V;
+    /// [`Simd::scale_pow2`] where the caller knows the result is normal (`n` in `[-126, 127]`
+    /// and `x * 2^n >= f32::MIN_POSITIVE`): the same bits, since scaling a normal result by a
+    /// power of two is exact, where a tier has a cheaper way for that case.
+    #[inline(always)]
+    fn scale_pow2_normal(self, x: Self::V, n: Self::V) -> Self::V {
+        self.scale_pow2(x, n)
+    }
 
     /// Hints the cache to fetch the line holding `x[0]` (for writing soon, or reading); no
     /// effect on results. Does nothing where a tier has no prefetch instruction, or for an

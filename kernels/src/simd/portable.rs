@@ -62,10 +62,6 @@ unsafe impl Simd for Portable {
         a.mul_add(b, c)
     }
     #[inline(always)]
-    fn min(self, a: f32x8, b: f32x8) -> f32x8 {
-        a.fast_min(b)
-    }
-    #[inline(always)]
     fn max(self, a: f32x8, b: f32x8) -> f32x8 {
         a.fast_max(b)
     }
@@ -96,6 +92,12 @@ unsafe impl Simd for Portable {
     #[inline(always)]
     fn round(self, a: f32x8) -> f32x8 {
         f32x8::from_i32x8(a.fast_round_int())
+    }
+    #[inline(always)]
+    fn scale_pow2_normal(self, x: f32x8, n: f32x8) -> f32x8 {
+        // One factor 2^n, a normal f32 for n in [-126, 127]: the product is exact.
+        let p: f32x8 = wide::bytemuck::cast((n.fast_round_int() + i32x8::splat(127)) << 23);
+        x * p
     }
     #[inline(always)]
     fn scale_pow2(self, x: f32x8, n: f32x8) -> f32x8 {

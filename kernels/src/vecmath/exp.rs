@@ -23,8 +23,6 @@ const LN2_HI: f32 = f32::from_bits(0x3f31_8000);
 const LN2_LO: f32 = -2.121_944_4e-4;
 /// Below this, `e^x` rounds to zero (`e^-104 < 2^-150`).
 const X_MIN: f32 = -104.0;
-/// Above this, `e^x` overflows to inf (`ln f32::MAX = 88.7228`); `round(88.8 / ln2) = 128`.
-const X_MAX: f32 = 88.8;
 /// Cephes `expf` coefficients of `P(r)`, highest degree first (the decimal values of `expf.c`
 /// rounded to f32; its `5.0000001201E-1` rounds to `0.5`).
 const P: [f32; 6] = [
@@ -36,11 +34,21 @@ const P: [f32; 6] = [
     0.5,
 ];
 
-/// `e^x` per lane. Inputs below -104 give `+0`, above 88.8 `+inf`; a NaN lane gives an
-/// unspecified value (the callers select NaN lanes themselves).
+/// Below this, `e^x` is no longer a normal f32 (`e^-87 = 1.6e-38 > 2^-126`).
+const X_MIN_NORMAL: f32 = -87.0;
+
+/// `e^x` per lane for `x <= 0` (the only arguments [`sigmoid`](super::sigmoid) and
+/// [`tanh`](super::tanh) pass). Inputs below -104 give `+0`; a NaN lane gives an unspecified
+/// value (the callers select NaN lanes themselves).
+///
+/// With `NORMAL_ONLY`, inputs below -87 are taken as -87 (`e^-87 = 1.6e-38`), so every result
+/// is normal and the scaling by `2^n` takes the tier's cheaper path for that case
+/// ([`Simd::scale_pow2_normal`]); for a caller to which every value below ~1e-35 is the same
+/// (`tanh`, where `e^-2|x| < 2^-25` already gives ±1), the results are the same bits.
 #[inline(always)]
-pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
-    let x = s.min(s.max(x, s.splat(X_MIN)), s.splat(X_MAX));
+pub(crate) fn exp_nonpositive<S: Simd, const NORMAL_ONLY: bool>(s: S, x: S::V) -> S::V {
+    // `x <= 0`: only the lower clamp can apply.
+    let x = s.max(x, s.splat(if NORMAL_ONLY { X_MIN_NORMAL } else { X_MIN }));
     let n = s.round(s.mul(x, s.splat(LOG2E)));
     let r = s.mul_add(n, s.splat(-LN2_HI), x);
     let r = s.mul_add(n, s.splat(-LN2_LO), r);
@@ -51,5 +59,9 @@ pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
     // e^r = 1 + r + r^2 P(r), the small terms first.
     let r2 = s.mul(r, r);
     let e_r = s.add(s.mul_add(p, r2, r), s.splat(1.0));
-    s.scale_pow2(e_r, n)
+    if NORMAL_ONLY {
+        s.scale_pow2_normal(e_r, n)
+    } else {
+        s.scale_pow2(e_r, n)
+    }
 }

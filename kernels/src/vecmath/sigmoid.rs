@@ -15,14 +15,15 @@
 //! `x >= 17.33` (where `1 + e^-x` rounds to 1), `σ(-inf) = +0`, `σ(+inf) = 1`, `σ(±0) = 0.5`;
 //! NaN in, NaN out.
 
-use super::exp::exp;
+use super::exp::exp_nonpositive;
 use crate::simd::Simd;
 
 /// `σ(x)` per lane.
 #[inline(always)]
 pub(crate) fn sigmoid<S: Simd>(s: S, x: S::V) -> S::V {
     let one = s.splat(1.0);
-    let e = exp(s, s.sub(s.zero(), s.abs(x)));
+    // Denormal results kept: `σ(x) ≈ e^x` for `x < -87`.
+    let e = exp_nonpositive::<S, false>(s, s.sub(s.zero(), s.abs(x)));
     let num = s.select(s.lt(x, s.zero()), e, one);
     // d + t = 1 + e exactly (Fast2Sum, 1 >= e), q = num / d rounded, and the FMA remainder
     // num - q d exact: one correction step turns q into num / (d + t) up to ~0.5 ULP, leaving
