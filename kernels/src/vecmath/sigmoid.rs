@@ -6,7 +6,7 @@
 //!
 //! A division rounds `1 + e` and the quotient; both roundings are undone by one correction step
 //! (Fast2Sum for `1 + e`, the exact FMA remainder of the division, scaled by the reciprocal
-//! estimate of `1 + e`), so what is left is mostly the error of [`exp`].
+//! estimate of `1 + e`), so what is left is mostly the error of [`exp`](super::exp).
 //!
 //! Measured error against the exact value (f64 libm), over every 37th f32 bit pattern
 //! (`tests/activation.rs`): **at most 1.46 ULP** on the FMA tiers (AVX2, AVX-512, emulated),
