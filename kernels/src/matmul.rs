@@ -79,10 +79,17 @@ pub(crate) fn tile<S: Simd, const MR: usize, const JB: usize, const NV: usize>(
 /// [`crate::step::InputProjectionFn`] for the contract).
 ///
 /// Tiles of `MR` rows by `JB` blocks of `NV * LANES = BLOCK` columns (see the module docs for
-/// the loops); `k` chunks of at most `kc_max`, row chunks of about `a_floats / kc` rows.
+/// the loops); `k` chunks of at most `kc_max`, row chunks of about `a_floats / kc` rows. A call
+/// of a single row takes tiles of one row by `JB1` blocks instead.
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 #[inline(always)]
-pub(crate) fn input_projection<S: Simd, const MR: usize, const JB: usize, const NV: usize>(
+pub(crate) fn input_projection<
+    S: Simd,
+    const MR: usize,
+    const JB: usize,
+    const NV: usize,
+    const JB1: usize,
+>(
     s: S,
     w: &PackedMatrix,
     bias: &[f32],
@@ -91,7 +98,7 @@ pub(crate) fn input_projection<S: Simd, const MR: usize, const JB: usize, const 
     rows: usize,
     (kc_max, a_floats): (usize, usize),
 ) {
-    const { assert!(MR >= 1 && JB >= 1 && NV >= 1, "empty tile") };
+    const { assert!(MR >= 1 && JB >= 1 && NV >= 1 && JB1 >= 1, "empty tile") };
     assert_eq!(
         NV * S::LANES,
         BLOCK,
@@ -127,6 +134,29 @@ pub(crate) fn input_projection<S: Simd, const MR: usize, const JB: usize, const 
         }
         return;
     }
+    // A single row (one stream's step) takes single-row tiles over `JB1` blocks at once: a
+    // tile of `MR` rows would repeat it `MR` times (the arithmetic of `MR` rows for one), and
+    // one row reads each weight once, so it runs at the rate the weights stream in.
+    if rows == 1 {
+        project_rows::<S, 1, JB1, NV>(s, w, bias, x, xp, rows, (kc_max, a_floats));
+    } else {
+        project_rows::<S, MR, JB, NV>(s, w, bias, x, xp, rows, (kc_max, a_floats));
+    }
+}
+
+/// The loops of [`input_projection`] (its checks done) with tiles of `MR` rows by `JB` blocks.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn project_rows<S: Simd, const MR: usize, const JB: usize, const NV: usize>(
+    s: S,
+    w: &PackedMatrix,
+    bias: &[f32],
+    x: &[f32],
+    xp: &mut [f32],
+    rows: usize,
+    (kc_max, a_floats): (usize, usize),
+) {
+    let (n, k) = (w.rows(), w.cols());
     let blocks = w.blocks();
     let block_len = k * BLOCK;
     let data = w.data();

@@ -29,7 +29,10 @@ use crate::vecmath::{sigmoid::sigmoid, tanh::tanh};
 /// Tiles are `(R, GP, NV, RB, GPB, NVB, GP1, NV1, JB1)` per kernel: row tiles of `R` rows in
 /// passes of `GP` gates and `NV` unit vectors, row tiles of `RB` rows (`0`: none) in passes of
 /// `GPB` gates and `NVB` vectors for the rows `R` leaves over (see `fused::row_tiles`), single
-/// rows in passes of `GP1` gates and `NV1` vectors over `JB1` blocks at once.
+/// rows in passes of `GP1` gates and `NV1` vectors over `JB1` blocks at once. The input
+/// projection's are `(MR, JB, NV, JB1, kc, a_floats)`: tiles of `MR` rows by `JB` blocks of
+/// `NV` vectors, a call of a single row in tiles of `JB1` blocks, `k` chunks of at most `kc`,
+/// row chunks whose inputs hold about `a_floats` floats (see `matmul::input_projection`).
 macro_rules! tier {
     (
         $(#[$doc:meta])*
@@ -41,7 +44,7 @@ macro_rules! tier {
         gru: ($gr:literal, $ggr:literal, $gnvr:literal, $grb:literal, $ggb:literal, $gnvb:literal, $gg1:literal, $gnv1:literal, $gjb:literal);
         rnn: ($rr:literal, $rgr:literal, $rnvr:literal, $rrb:literal, $rgb:literal, $rnvb:literal, $rg1:literal, $rnv1:literal, $rjb:literal);
         project: ($pr:literal, $pgr:literal, $pnvr:literal, $prb:literal, $pgb:literal, $pnvb:literal, $pg1:literal, $pnv1:literal, $pjb:literal);
-        input_projection: ($imr:literal, $ijb:literal, $inv:literal, $ikc:literal, $imc:literal);
+        input_projection: ($imr:literal, $ijb:literal, $inv:literal, $ijb1:literal, $ikc:literal, $imc:literal);
     ) => {
         $(#[$doc])*
         pub(crate) mod $m {
@@ -132,7 +135,7 @@ macro_rules! tier {
                 xp: &mut [f32],
                 rows: usize,
             ) {
-                matmul::input_projection::<$tok, $imr, $ijb, $inv>(
+                matmul::input_projection::<$tok, $imr, $ijb, $inv, $ijb1>(
                     s, w, bias, x, xp, rows, ($ikc, $imc),
                 )
             }
@@ -291,7 +294,7 @@ tier! {
     gru: (2, 3, 1, 0, 0, 0, 3, 1, 1);
     rnn: (4, 1, 1, 0, 0, 0, 1, 1, 2);
     project: (4, 1, 1, 0, 0, 0, 1, 1, 2);
-    input_projection: (3, 1, 2, 1024, 65536);
+    input_projection: (3, 1, 2, 2, 1024, 65536);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -310,7 +313,7 @@ tier! {
     gru: (4, 1, 2, 5, 1, 2, 3, 2, 1);
     rnn: (4, 1, 2, 5, 1, 2, 1, 2, 4);
     project: (4, 1, 2, 5, 1, 2, 1, 2, 4);
-    input_projection: (6, 1, 2, 1024, 65536);
+    input_projection: (6, 1, 2, 4, 1024, 65536);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -324,7 +327,7 @@ tier! {
     gru: (6, 3, 1, 7, 3, 1, 3, 1, 2);
     rnn: (8, 1, 1, 9, 1, 1, 1, 1, 8);
     project: (8, 1, 1, 9, 1, 1, 1, 1, 8);
-    input_projection: (12, 2, 1, 1024, 65536);
+    input_projection: (12, 2, 1, 8, 1024, 65536);
 }
 
 tier! {
@@ -338,5 +341,5 @@ tier! {
     gru: (6, 3, 1, 7, 3, 1, 3, 1, 2);
     rnn: (8, 1, 1, 9, 1, 1, 1, 1, 8);
     project: (8, 1, 1, 9, 1, 1, 1, 1, 8);
-    input_projection: (12, 2, 1, 1024, 65536);
+    input_projection: (12, 2, 1, 8, 1024, 65536);
 }
