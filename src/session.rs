@@ -29,8 +29,7 @@
 //!
 //! A session allocates when it is created and when a chunk is larger than any before; after
 //! that, chunks of the sizes it has seen allocate nothing in recur (see `docs/SERVING.md` for
-//! the one allocation the input projection's `matrixmultiply` call still makes, and for thread
-//! pools).
+//! what a thread pool may allocate).
 
 use std::borrow::Borrow;
 use std::sync::Arc;
