@@ -885,7 +885,7 @@ fn run_chunk(
     (h0, c0): (Option<&[f32]>, Option<&[f32]>),
     ch: &mut Chunk<'_>,
 ) {
-    let (l, rows) = (plan.seq_len, ch.rows);
+    let rows = ch.rows;
     let (g, h, k) = (w.w_hh.gates(), w.w_hh.rows(), w.w_hh.cols());
     let in_size = x_layout.width;
     let order = &plan.order[ch.row0..ch.row0 + rows];
@@ -894,14 +894,13 @@ fn run_chunk(
     // of the rows, which are sorted by length) follow step s-1's, row r reading element
     // order[r] at its own time index (reversed within its length for the reverse direction).
     // Steps past an element's length take no row, so the projection does only valid work.
-    let (mut active, mut n_rows) = (rows, 0);
-    for s in 0..l {
-        active = active_rows(plan, order, active, s);
+    let mut n_rows = 0;
+    for StepRows { s, active, at } in step_rows(plan, order) {
         for (r, &b) in order[..active].iter().enumerate() {
             let src = x_layout.at(time_of(plan, reverse, s, b), b);
-            ch.x[(n_rows + r) * in_size..][..in_size].copy_from_slice(&x[src..src + in_size]);
+            ch.x[(at + r) * in_size..][..in_size].copy_from_slice(&x[src..src + in_size]);
         }
-        n_rows += active;
+        n_rows = at + active;
     }
     // Input projection of every valid (step, row) at once: xp = x W_ihᵀ + bias.
     project_inputs(kernels, w, ch.x, ch.xp, n_rows, plan.split);
@@ -960,32 +959,40 @@ fn project_inputs(
 /// The fewest rows a share of a split input projection takes (fewer are not worth a thread).
 const MIN_PROJECTION_SHARE: usize = 16;
 
-/// The number of rows still running at loop step `s`, given the count at the previous step
-/// (rows are sorted by length, longest first, so the active ones are a prefix).
-fn active_rows(plan: &Plan<'_>, order: &[usize], mut active: usize, s: usize) -> usize {
-    while active > 0 && plan.lengths[order[active - 1]] <= s {
-        active -= 1;
-    }
-    active
+/// One loop step of a chunk: the step `s`, its `active` running rows (a prefix of the rows,
+/// which are sorted by length, longest first), and `at`, the running rows of all earlier steps:
+/// where step `s`'s rows start in the compacted gathered inputs and their projections.
+#[derive(Clone, Copy)]
+struct StepRows {
+    s: usize,
+    active: usize,
+    at: usize,
+}
+
+/// The loop steps of a chunk whose rows are `order`, in order, up to the last with a running
+/// row: the one description of the compacted layout that the gather and the step loops share.
+fn step_rows<'a>(plan: &'a Plan<'_>, order: &'a [usize]) -> impl Iterator<Item = StepRows> + 'a {
+    let (mut active, mut at) = (order.len(), 0);
+    (0..plan.seq_len).map_while(move |s| {
+        while active > 0 && plan.lengths[order[active - 1]] <= s {
+            active -= 1;
+        }
+        let step = StepRows { s, active, at };
+        at += active;
+        (active > 0).then_some(step)
+    })
 }
 
 /// The time loop of one chunk on the calling thread.
 fn run_steps(kernels: &Kernels, w: &DirectionWeights, plan: &Plan<'_>, ch: &mut Chunk<'_>) {
-    let (l, rows) = (plan.seq_len, ch.rows);
+    let rows = ch.rows;
     let (g, h) = (w.w_hh.gates(), w.w_hh.rows());
     let h_out = w.w_hr.as_ref().map_or(h, |p| p.rows());
     let gh = g * h;
     let order = &plan.order[ch.row0..ch.row0 + rows];
     let (mut h_prev, mut h_next) = (&mut *ch.h_a, &mut *ch.h_b);
-    let (mut active, mut at) = (rows, 0);
-    for s in 0..l {
-        active = active_rows(plan, order, active, s);
-        if active == 0 {
-            break;
-        }
-        // Step s's projections follow the earlier steps' (compacted by `run_chunk`).
+    for StepRows { s, active, at } in step_rows(plan, order) {
         let xp = &ch.xp[at * gh..(at + active) * gh];
-        at += active;
         match g {
             4 => match &w.w_hr {
                 Some(w_hr) => {
@@ -1203,17 +1210,10 @@ impl SplitShared<'_, '_> {
             (w_hr, pb, pu)
         });
         let mut proj_part = vec![0.0f32; proj.as_ref().map_or(0, |(_, _, pu)| rows * pu.len())];
-        let (mut active, mut at) = (rows, 0);
-        for s in 0..plan.seq_len {
-            active = active_rows(plan, self.order, active, s);
-            if active == 0 {
-                break;
-            }
+        for StepRows { s, active, at } in step_rows(plan, self.order) {
             let (cur, next) = (&self.state[s % 2], &self.state[(s + 1) % 2]);
             cur.read(0, &mut h_prev[..active * k]);
-            // Step s's projections follow the earlier steps' (compacted by `run_chunk`).
             let xp = &self.xp[at * gh..(at + active) * gh];
-            at += active;
             let out = &mut out_part[..active * nu];
             match g {
                 4 => (kern.lstm_step_blocks)(
