@@ -81,7 +81,6 @@ pub(crate) fn tile<S: Simd, const MR: usize, const JB: usize, const NV: usize>(
 /// Tiles of `MR` rows by `JB` blocks of `NV * LANES = BLOCK` columns (see the module docs for
 /// the loops); `k` chunks of at most `kc_max`, row chunks of about `a_floats / kc` rows. A call
 /// of a single row takes tiles of one row by `JB1` blocks instead.
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 #[inline(always)]
 pub(crate) fn input_projection<
     S: Simd,
