@@ -18,6 +18,7 @@ use crate::config::Mode;
 use crate::error::{Error, Result};
 use crate::model::{DirectionWeights, Model};
 use crate::tensor::{Shape, Tensor, TensorView};
+use recur_kernels::step::BlockOrder;
 use recur_kernels::{Kernels, PackedMatrix};
 
 /// The inputs of one forward pass, borrowed.
@@ -991,18 +992,60 @@ fn run_steps(kernels: &Kernels, w: &DirectionWeights, plan: &Plan<'_>, ch: &mut 
     let gh = g * h;
     let order = &plan.order[ch.row0..ch.row0 + rows];
     let (mut h_prev, mut h_next) = (&mut *ch.h_a, &mut *ch.h_b);
+    let (blocks, proj_blocks) = (
+        0..w.w_hh.blocks(),
+        w.w_hr.as_ref().map_or(0, |p| p.blocks()),
+    );
     for StepRows { s, active, at } in step_rows(plan, order) {
         let xp = &ch.xp[at * gh..(at + active) * gh];
+        // Alternate the block order, so each step starts on the weights still in cache.
+        let bo = BlockOrder::for_step(s);
         match g {
             4 => match &w.w_hr {
                 Some(w_hr) => {
-                    (kernels.lstm_step)(&w.w_hh, xp, h_prev, ch.c, ch.h_full, active);
-                    (kernels.project)(w_hr, ch.h_full, h_next, active);
+                    (kernels.lstm_step_blocks)(
+                        &w.w_hh,
+                        xp,
+                        h_prev,
+                        ch.c,
+                        ch.h_full,
+                        active,
+                        blocks.clone(),
+                        bo,
+                    );
+                    (kernels.project_blocks)(w_hr, ch.h_full, h_next, active, 0..proj_blocks, bo);
                 }
-                None => (kernels.lstm_step)(&w.w_hh, xp, h_prev, ch.c, h_next, active),
+                None => (kernels.lstm_step_blocks)(
+                    &w.w_hh,
+                    xp,
+                    h_prev,
+                    ch.c,
+                    h_next,
+                    active,
+                    blocks.clone(),
+                    bo,
+                ),
             },
-            3 => (kernels.gru_step)(&w.w_hh, &w.b_hn, xp, h_prev, h_next, active),
-            _ => (kernels.rnn_step)(&w.w_hh, w.activation(), xp, h_prev, h_next, active),
+            3 => (kernels.gru_step_blocks)(
+                &w.w_hh,
+                &w.b_hn,
+                xp,
+                h_prev,
+                h_next,
+                active,
+                blocks.clone(),
+                bo,
+            ),
+            _ => (kernels.rnn_step_blocks)(
+                &w.w_hh,
+                w.activation(),
+                xp,
+                h_prev,
+                h_next,
+                active,
+                blocks.clone(),
+                bo,
+            ),
         }
         record_step(plan, order, s, active, h_out, h_next, ch.y, ch.h_n);
         std::mem::swap(&mut h_prev, &mut h_next);
@@ -1215,6 +1258,9 @@ impl SplitShared<'_, '_> {
             cur.read(0, &mut h_prev[..active * k]);
             let xp = &self.xp[at * gh..(at + active) * gh];
             let out = &mut out_part[..active * nu];
+            // Alternate the block order, so each step starts on the weights of this thread's
+            // share still in its core's cache.
+            let bo = BlockOrder::for_step(s);
             match g {
                 4 => (kern.lstm_step_blocks)(
                     &w.w_hh,
@@ -1224,6 +1270,7 @@ impl SplitShared<'_, '_> {
                     out,
                     active,
                     blocks.clone(),
+                    bo,
                 ),
                 3 => (kern.gru_step_blocks)(
                     &w.w_hh,
@@ -1233,6 +1280,7 @@ impl SplitShared<'_, '_> {
                     out,
                     active,
                     blocks.clone(),
+                    bo,
                 ),
                 _ => (kern.rnn_step_blocks)(
                     &w.w_hh,
@@ -1242,6 +1290,7 @@ impl SplitShared<'_, '_> {
                     out,
                     active,
                     blocks.clone(),
+                    bo,
                 ),
             }
             match &proj {
@@ -1256,6 +1305,7 @@ impl SplitShared<'_, '_> {
                         &mut proj_part[..active * np],
                         active,
                         pb.clone(),
+                        bo,
                     );
                     next.write_columns(k, pu.start, np, active, &proj_part);
                 }

@@ -4,12 +4,15 @@
 //! `portable`, `avx2`, `avx512`; tiers this CPU lacks are skipped) and shape (`H512xB1`:
 //! hidden size 512, batch 1, `K = H`). Throughput is in FLOPs (`2 G H K B` per step; criterion
 //! prints it as elements/s, so `Gelem/s` reads GFLOP/s). The weights stay packed across
-//! iterations, as in the time loop, so large shapes stream `W_hh` from L2/L3 every step.
+//! iterations, as in the time loop, so large shapes stream `W_hh` from L2/L3 every step, and
+//! successive iterations alternate the block order as the engine's time loop does
+//! (`BlockOrder::for_step`).
 //!
 //! Run one tier or shape with a filter: `cargo bench -p recur-kernels --bench step -- avx2/H512xB1`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use recur_kernels::reference::{reference_gru_step, reference_lstm_step, reference_rnn_step};
+use recur_kernels::step::BlockOrder;
 use recur_kernels::{kernels_for, Activation, Isa, Kernels, PackedMatrix};
 use std::hint::black_box;
 use std::time::Duration;
@@ -33,13 +36,13 @@ fn data(n: usize, seed: u32) -> Vec<f32> {
 }
 
 /// Runs one group: `gates` per cell, `reference(w, h, b, xp, h_prev, out)` and
-/// `kernel(k, packed, b, xp, h_prev, out)`.
+/// `kernel(k, packed, b, xp, h_prev, out, order)`.
 fn group(
     c: &mut Criterion,
     name: &str,
     gates: usize,
     reference: impl Fn(&[f32], usize, usize, &[f32], &[f32], &mut [f32], &mut [f32]),
-    kernel: impl Fn(&Kernels, &PackedMatrix, usize, &[f32], &[f32], &mut [f32], &mut [f32]),
+    kernel: impl Fn(&Kernels, &PackedMatrix, usize, &[f32], &[f32], &mut [f32], &mut [f32], BlockOrder),
 ) {
     let mut g = c.benchmark_group(name);
     g.sample_size(20)
@@ -62,8 +65,13 @@ fn group(
                 });
             }
             for k in tiers() {
+                let mut step = 0;
                 g.bench_function(BenchmarkId::new(k.isa.name(), &shape), |bench| {
-                    bench.iter(|| kernel(k, &packed, b, &xp, &h_prev, &mut c_state, &mut out))
+                    bench.iter(|| {
+                        step += 1;
+                        let order = BlockOrder::for_step(step);
+                        kernel(k, &packed, b, &xp, &h_prev, &mut c_state, &mut out, order)
+                    })
                 });
             }
             black_box(&out);
@@ -78,7 +86,7 @@ fn lstm(c: &mut Criterion) {
         "lstm_step",
         4,
         |w, h, b, xp, hp, cs, out| reference_lstm_step(w, h, h, xp, hp, cs, out, b),
-        |k, p, b, xp, hp, cs, out| (k.lstm_step)(p, xp, hp, cs, out, b),
+        |k, p, b, xp, hp, cs, out, o| (k.lstm_step_blocks)(p, xp, hp, cs, out, b, 0..p.blocks(), o),
     );
 }
 
@@ -88,7 +96,9 @@ fn gru(c: &mut Criterion) {
         "gru_step",
         3,
         |w, h, b, xp, hp, cs, out| reference_gru_step(w, h, &cs[..h], xp, hp, out, b),
-        |k, p, b, xp, hp, cs, out| (k.gru_step)(p, &cs[..p.rows()], xp, hp, out, b),
+        |k, p, b, xp, hp, cs, out, o| {
+            (k.gru_step_blocks)(p, &cs[..p.rows()], xp, hp, out, b, 0..p.blocks(), o)
+        },
     );
 }
 
@@ -98,7 +108,9 @@ fn rnn(c: &mut Criterion) {
         "rnn_step",
         1,
         |w, h, b, xp, hp, _, out| reference_rnn_step(w, h, Activation::Tanh, xp, hp, out, b),
-        |k, p, b, xp, hp, _, out| (k.rnn_step)(p, Activation::Tanh, xp, hp, out, b),
+        |k, p, b, xp, hp, _, out, o| {
+            (k.rnn_step_blocks)(p, Activation::Tanh, xp, hp, out, b, 0..p.blocks(), o)
+        },
     );
 }
 

@@ -21,7 +21,7 @@ use crate::fused;
 use crate::isa::Isa;
 use crate::matmul;
 use crate::pack::PackedMatrix;
-use crate::step::{Activation, Kernels};
+use crate::step::{Activation, BlockOrder, Kernels};
 use crate::vecmath::{sigmoid::sigmoid, tanh::tanh};
 
 /// Generates one tier's module: `#[target_feature]` instantiations, their safe wrappers, and
@@ -74,9 +74,10 @@ macro_rules! tier {
                 h_out: &mut [f32],
                 rows: usize,
                 blocks: Range<usize>,
+                order: BlockOrder,
             ) {
                 fused::lstm_step_blocks::<$tok, $lr, $lgr, $lnvr, $lrb, $lgb, $lnvb, $lg1, $lnv1, $ljb>(
-                    s, w, xp, h_prev, c, h_out, rows, blocks,
+                    s, w, xp, h_prev, c, h_out, rows, blocks, order,
                 )
             }
 
@@ -90,9 +91,10 @@ macro_rules! tier {
                 h_out: &mut [f32],
                 rows: usize,
                 blocks: Range<usize>,
+                order: BlockOrder,
             ) {
                 fused::gru_step_blocks::<$tok, $gr, $ggr, $gnvr, $grb, $ggb, $gnvb, $gg1, $gnv1, $gjb>(
-                    s, w, b_hn, xp, h_prev, h_out, rows, blocks,
+                    s, w, b_hn, xp, h_prev, h_out, rows, blocks, order,
                 )
             }
 
@@ -106,9 +108,10 @@ macro_rules! tier {
                 h_out: &mut [f32],
                 rows: usize,
                 blocks: Range<usize>,
+                order: BlockOrder,
             ) {
                 fused::rnn_step_blocks::<$tok, $rr, $rgr, $rnvr, $rrb, $rgb, $rnvb, $rg1, $rnv1, $rjb>(
-                    s, w, act, xp, h_prev, h_out, rows, blocks,
+                    s, w, act, xp, h_prev, h_out, rows, blocks, order,
                 )
             }
 
@@ -120,9 +123,10 @@ macro_rules! tier {
                 out: &mut [f32],
                 rows: usize,
                 blocks: Range<usize>,
+                order: BlockOrder,
             ) {
                 fused::project_blocks::<$tok, $pr, $pgr, $pnvr, $prb, $pgb, $pnvb, $pg1, $pnv1, $pjb>(
-                    s, w, x, out, rows, blocks,
+                    s, w, x, out, rows, blocks, order,
                 )
             }
 
@@ -158,10 +162,11 @@ macro_rules! tier {
                 h_out: &mut [f32],
                 rows: usize,
                 blocks: Range<usize>,
+                order: BlockOrder,
             ) {
                 let s = token();
                 // SAFETY: `s` exists, so the CPU has the features `lstm_tf` enables.
-                unsafe { lstm_tf(s, w, xp, h_prev, c, h_out, rows, blocks) }
+                unsafe { lstm_tf(s, w, xp, h_prev, c, h_out, rows, blocks, order) }
             }
 
             fn gru_step_blocks(
@@ -172,10 +177,11 @@ macro_rules! tier {
                 h_out: &mut [f32],
                 rows: usize,
                 blocks: Range<usize>,
+                order: BlockOrder,
             ) {
                 let s = token();
                 // SAFETY: `s` exists, so the CPU has the features `gru_tf` enables.
-                unsafe { gru_tf(s, w, b_hn, xp, h_prev, h_out, rows, blocks) }
+                unsafe { gru_tf(s, w, b_hn, xp, h_prev, h_out, rows, blocks, order) }
             }
 
             fn rnn_step_blocks(
@@ -186,10 +192,11 @@ macro_rules! tier {
                 h_out: &mut [f32],
                 rows: usize,
                 blocks: Range<usize>,
+                order: BlockOrder,
             ) {
                 let s = token();
                 // SAFETY: `s` exists, so the CPU has the features `rnn_tf` enables.
-                unsafe { rnn_tf(s, w, act, xp, h_prev, h_out, rows, blocks) }
+                unsafe { rnn_tf(s, w, act, xp, h_prev, h_out, rows, blocks, order) }
             }
 
             fn project_blocks(
@@ -198,10 +205,11 @@ macro_rules! tier {
                 out: &mut [f32],
                 rows: usize,
                 blocks: Range<usize>,
+                order: BlockOrder,
             ) {
                 let s = token();
                 // SAFETY: `s` exists, so the CPU has the features `project_tf` enables.
-                unsafe { project_tf(s, w, x, out, rows, blocks) }
+                unsafe { project_tf(s, w, x, out, rows, blocks, order) }
             }
 
             fn lstm_step(
@@ -212,7 +220,7 @@ macro_rules! tier {
                 h_out: &mut [f32],
                 rows: usize,
             ) {
-                lstm_step_blocks(w, xp, h_prev, c, h_out, rows, 0..w.blocks())
+                lstm_step_blocks(w, xp, h_prev, c, h_out, rows, 0..w.blocks(), BlockOrder::Ascending)
             }
 
             fn gru_step(
@@ -223,7 +231,7 @@ macro_rules! tier {
                 h_out: &mut [f32],
                 rows: usize,
             ) {
-                gru_step_blocks(w, b_hn, xp, h_prev, h_out, rows, 0..w.blocks())
+                gru_step_blocks(w, b_hn, xp, h_prev, h_out, rows, 0..w.blocks(), BlockOrder::Ascending)
             }
 
             fn rnn_step(
@@ -234,11 +242,11 @@ macro_rules! tier {
                 h_out: &mut [f32],
                 rows: usize,
             ) {
-                rnn_step_blocks(w, act, xp, h_prev, h_out, rows, 0..w.blocks())
+                rnn_step_blocks(w, act, xp, h_prev, h_out, rows, 0..w.blocks(), BlockOrder::Ascending)
             }
 
             fn project(w: &PackedMatrix, x: &[f32], out: &mut [f32], rows: usize) {
-                project_blocks(w, x, out, rows, 0..w.blocks())
+                project_blocks(w, x, out, rows, 0..w.blocks(), BlockOrder::Ascending)
             }
 
             fn input_projection(

@@ -28,7 +28,7 @@ use proptest::prelude::*;
 use recur_kernels::reference::{
     reference_gru_step, reference_lstm_step, reference_matvec, reference_rnn_step,
 };
-use recur_kernels::step::block_units;
+use recur_kernels::step::{block_units, BlockOrder};
 use recur_kernels::{Activation, Kernels, PackedMatrix};
 
 fn ulp(x: f64) -> f64 {
@@ -336,8 +336,8 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
-/// Runs `step(rows, blocks, outputs...)` over the whole batch, row by row, and over two block
-/// ranges, and compares the bits.
+/// Runs `step(rows, blocks, order, outputs...)` over the whole batch, row by row, and over two
+/// block ranges, in both block orders, and compares the bits.
 fn bit_identity(tier: &str, k: &Kernels, c: &Case, split: usize, nan_row: usize) {
     let (h, rows) = (c.h, c.rows);
     let mut rng = Rng(c.seed);
@@ -352,13 +352,13 @@ fn bit_identity(tier: &str, k: &Kernels, c: &Case, split: usize, nan_row: usize)
     let split = split.min(nb);
     let ranges = [0..split, split..nb];
 
-    // Each kernel as `f(rows, row0, blocks) -> outputs (rows, nu)` for the rows from row0.
-    type Run<'a> = Box<dyn Fn(usize, usize, std::ops::Range<usize>) -> Vec<f32> + 'a>;
+    // Each kernel as `f(rows, row0, blocks, order) -> outputs (rows, nu)` for the rows from row0.
+    type Run<'a> = Box<dyn Fn(usize, usize, std::ops::Range<usize>, BlockOrder) -> Vec<f32> + 'a>;
     let runs: Vec<(&str, usize, Run)> = vec![
         (
             "lstm h",
             4,
-            Box::new(|n, r0, b| {
+            Box::new(|n, r0, b, order| {
                 let nu = block_units(&w4, b.clone()).len();
                 let mut cc: Vec<f32> = (0..n)
                     .flat_map(|r| c0[(r0 + r) * h..][..h][block_units(&w4, b.clone())].to_vec())
@@ -372,6 +372,7 @@ fn bit_identity(tier: &str, k: &Kernels, c: &Case, split: usize, nan_row: usize)
                     &mut ho,
                     n,
                     b,
+                    order,
                 );
                 ho.extend(cc);
                 ho
@@ -380,7 +381,7 @@ fn bit_identity(tier: &str, k: &Kernels, c: &Case, split: usize, nan_row: usize)
         (
             "gru h",
             3,
-            Box::new(|n, r0, b| {
+            Box::new(|n, r0, b, order| {
                 let nu = block_units(&w3, b.clone()).len();
                 let mut ho = vec![0.0; n * nu];
                 (k.gru_step_blocks)(
@@ -391,6 +392,7 @@ fn bit_identity(tier: &str, k: &Kernels, c: &Case, split: usize, nan_row: usize)
                     &mut ho,
                     n,
                     b,
+                    order,
                 );
                 ho
             }),
@@ -398,7 +400,7 @@ fn bit_identity(tier: &str, k: &Kernels, c: &Case, split: usize, nan_row: usize)
         (
             "rnn h",
             1,
-            Box::new(|n, r0, b| {
+            Box::new(|n, r0, b, order| {
                 let nu = block_units(&w1, b.clone()).len();
                 let mut ho = vec![0.0; n * nu];
                 (k.rnn_step_blocks)(
@@ -409,6 +411,7 @@ fn bit_identity(tier: &str, k: &Kernels, c: &Case, split: usize, nan_row: usize)
                     &mut ho,
                     n,
                     b,
+                    order,
                 );
                 ho
             }),
@@ -416,19 +419,27 @@ fn bit_identity(tier: &str, k: &Kernels, c: &Case, split: usize, nan_row: usize)
         (
             "project",
             1,
-            Box::new(|n, r0, b| {
+            Box::new(|n, r0, b, order| {
                 let nu = block_units(&w1, b.clone()).len();
                 let mut ho = vec![0.0; n * nu];
-                (k.project_blocks)(&w1, &h_prev[r0 * h..], &mut ho, n, b);
+                (k.project_blocks)(&w1, &h_prev[r0 * h..], &mut ho, n, b, order);
                 ho
             }),
         ),
     ];
+    use BlockOrder::{Ascending, Descending};
     for (what, _g, run) in &runs {
-        let whole = run(rows, 0, 0..nb);
+        let whole = run(rows, 0, 0..nb, Ascending);
+        // The block order changes no bit.
+        assert_eq!(
+            bits(&run(rows, 0, 0..nb, Descending)),
+            bits(&whole),
+            "[{tier}] {what}: descending block order vs ascending ({c:?})"
+        );
         // Row by row: the whole-batch result of row r (h part, and c part for the LSTM).
         for r in 0..rows {
-            let one = run(1, r, 0..nb);
+            let order = if r % 2 == 0 { Ascending } else { Descending };
+            let one = run(1, r, 0..nb, order);
             let mut from_whole = whole[r * h..(r + 1) * h].to_vec();
             if *what == "lstm h" {
                 from_whole.extend(&whole[rows * h + r * h..][..h]);
@@ -436,20 +447,26 @@ fn bit_identity(tier: &str, k: &Kernels, c: &Case, split: usize, nan_row: usize)
             assert_eq!(
                 bits(&one),
                 bits(&from_whole),
-                "[{tier}] {what}: row {r} alone vs in {rows} rows ({c:?})"
+                "[{tier}] {what}: row {r} alone ({order:?}) vs in {rows} rows ({c:?})"
             );
         }
-        // Two block ranges, every row: their unit slices reassemble the whole step.
-        let parts: Vec<Vec<f32>> = ranges.iter().map(|b| run(rows, 0, b.clone())).collect();
-        for r in 0..rows {
-            for (b, part) in ranges.iter().zip(&parts) {
-                let units = block_units(&w4, b.clone());
-                let nu = units.len();
-                assert_eq!(
-                    bits(&part[r * nu..(r + 1) * nu]),
-                    bits(&whole[r * h..][..h][units.clone()]),
-                    "[{tier}] {what}: blocks {b:?} row {r} ({c:?})"
-                );
+        // Two block ranges, every row, in either order: their unit slices reassemble the
+        // whole step.
+        for order in [Ascending, Descending] {
+            let parts: Vec<Vec<f32>> = ranges
+                .iter()
+                .map(|b| run(rows, 0, b.clone(), order))
+                .collect();
+            for r in 0..rows {
+                for (b, part) in ranges.iter().zip(&parts) {
+                    let units = block_units(&w4, b.clone());
+                    let nu = units.len();
+                    assert_eq!(
+                        bits(&part[r * nu..(r + 1) * nu]),
+                        bits(&whole[r * h..][..h][units.clone()]),
+                        "[{tier}] {what}: blocks {b:?} ({order:?}) row {r} ({c:?})"
+                    );
+                }
             }
         }
     }
