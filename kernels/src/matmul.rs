@@ -51,15 +51,24 @@ pub(crate) fn tile<S: Simd, const MR: usize, const JB: usize, const NV: usize>(
     w: [&[f32]; JB],
     kc: usize,
 ) {
-    let width = NV * S::LANES;
     let mut a_k: [&[f32]; MR] = [&[]; MR];
     for r in 0..MR {
         a_k[r] = &a[r][..kc];
     }
+    // The panels as rows of `BLOCK` floats, exactly `kc` of them like `a_k`, so that indexing
+    // both by `k < kc` needs no bounds checks in the loop.
+    let mut w_k: [&[[f32; BLOCK]]; JB] = [&[]; JB];
+    for b in 0..JB {
+        w_k[b] = w[b][..kc * BLOCK].as_chunks::<BLOCK>().0;
+    }
+    // The loop works on a local copy: accumulators behind `&mut` would be stored back to
+    // memory every `k` (measured on AVX-512, 24 accumulators: 17 stores per `k`, the loop at
+    // ~40% of the FMA peak).
+    let mut t = *acc;
     for k in 0..kc {
         let mut wv = [[s.zero(); NV]; JB];
         for b in 0..JB {
-            let wk = &w[b][k * BLOCK..k * BLOCK + width];
+            let wk = &w_k[b][k];
             for v in 0..NV {
                 wv[b][v] = s.load(&wk[v * S::LANES..]);
             }
@@ -68,11 +77,12 @@ pub(crate) fn tile<S: Simd, const MR: usize, const JB: usize, const NV: usize>(
             let ar = s.splat(a_k[r][k]);
             for b in 0..JB {
                 for v in 0..NV {
-                    acc[r][b][v] = s.mul_add(wv[b][v], ar, acc[r][b][v]);
+                    t[r][b][v] = s.mul_add(wv[b][v], ar, t[r][b][v]);
                 }
             }
         }
     }
+    *acc = t;
 }
 
 /// The input projection `xp = x W_ihᵀ + bias` of `rows` rows (see
