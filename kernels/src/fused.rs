@@ -292,12 +292,48 @@ fn block_groups(blocks: &Range<usize>, jb1: usize) -> usize {
     blocks.len() / jb1 + (blocks.len() % jb1).count_ones() as usize
 }
 
+/// Tiles of `R` rows over the rows `rows` (a multiple of `R` long) for the blocks of the group
+/// `(j, jb)`: `JB` blocks at a time where the group holds that many (`JB` and `jb` are powers
+/// of two), else one at a time.
+#[inline(always)]
+fn tile_rows<
+    S: Simd,
+    const G: usize,
+    const R: usize,
+    const GP: usize,
+    const NV: usize,
+    const JB: usize,
+>(
+    s: S,
+    w: &PackedMatrix,
+    (j, jb): (usize, usize),
+    h_prev: &[f32],
+    rows: Range<usize>,
+    epilogue: &mut impl Epilogue<S, G>,
+) {
+    let step = if jb >= JB { JB } else { 1 };
+    let mut blk = j;
+    while blk < j + jb {
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            if step == JB {
+                block_tile::<S, G, R, GP, NV, JB>(s, w, blk, h_prev, r0, epilogue);
+            } else {
+                block_tile::<S, G, R, GP, NV, 1>(s, w, blk, h_prev, r0, epilogue);
+            }
+            r0 += R;
+        }
+        blk += step;
+    }
+}
+
 /// Runs every block of `blocks` over all rows, in groups (see [`block_group`]) visited in
-/// `order`: within a group, tiles of `R` rows (passes of `GPR` gates and `NVR` vectors, one
-/// block at a time) and of `RB` rows (passes of `GPB` gates and `NVB` vectors; `RB = 0` for
-/// none) as [`row_tiles`] splits them, then the remaining rows one at a time (passes of `GP1`
-/// gates and `NV1` vectors over the whole group at once). Groups hold disjoint units, so their
-/// order changes no result.
+/// `order`. Within a group: tiles of `R` rows (passes of `GPR` gates and `NVR` vectors over
+/// `JBR` blocks at once) and of `RB` rows (passes of `GPB` gates and `NVB` vectors over `JBR`
+/// blocks; `RB = 0` for none) as [`row_tiles`] splits them; the 2 to `R - 1` rows they may
+/// leave as one more tile in the shape of the `R` tile; a single row left, or every row of a
+/// tier without row tiles, alone (passes of `GP1` gates and `NV1` vectors over the whole
+/// group at once). Groups hold disjoint units, so their order changes no result.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn run<
@@ -309,6 +345,7 @@ fn run<
     const RB: usize,
     const GPB: usize,
     const NVB: usize,
+    const JBR: usize,
     const GP1: usize,
     const NV1: usize,
     const JB1: usize,
@@ -327,33 +364,62 @@ fn run<
                 && G.is_multiple_of(GP1)
                 && (RB == 0 || G.is_multiple_of(GPB))
                 && JB1.is_power_of_two()
-                && JB1 <= 8,
-            "gate passes must divide G, single-row groups be 1, 2, 4 or 8 blocks"
+                && JB1 <= 8
+                && JBR.is_power_of_two()
+                && JBR <= JB1
+                && R <= 9,
+            "gate passes must divide G, block groups be 1, 2, 4 or 8 blocks, JBR <= JB1"
         )
     };
     let (a, b) = row_tiles(rows, R, RB);
     let (tiled_a, tiled) = (a * R, a * R + b * RB);
+    // The rows the tiles leave: one more, smaller tile when there are two or more of them.
+    let rest = rows - tiled;
+    let alone = if R > 1 && rest >= 2 { rows } else { tiled };
     let groups = block_groups(&blocks, JB1);
     for i in 0..groups {
         let i = match order {
             BlockOrder::Ascending => i,
             BlockOrder::Descending => groups - 1 - i,
         };
-        let (j, jb) = block_group(&blocks, JB1, i);
-        for blk in j..j + jb {
-            let mut r0 = 0;
-            while r0 < tiled_a {
-                block_tile::<S, G, R, GPR, NVR, 1>(s, w, blk, h_prev, r0, epilogue);
-                r0 += R;
-            }
-            if RB > 1 {
-                while r0 < tiled {
-                    block_tile::<S, G, RB, GPB, NVB, 1>(s, w, blk, h_prev, r0, epilogue);
-                    r0 += RB;
+        let group = block_group(&blocks, JB1, i);
+        let (j, jb) = group;
+        if R > 1 {
+            tile_rows::<S, G, R, GPR, NVR, JBR>(s, w, group, h_prev, 0..tiled_a, epilogue);
+        }
+        if RB > 1 {
+            tile_rows::<S, G, RB, GPB, NVB, JBR>(s, w, group, h_prev, tiled_a..tiled, epilogue);
+        }
+        if alone > tiled {
+            // `2 <= rest < R` (see `row_tiles`); the guards are constants, so only the sizes
+            // below `R` are compiled.
+            let left = tiled..rows;
+            match rest {
+                2 if R > 2 => {
+                    tile_rows::<S, G, 2, GPR, NVR, JBR>(s, w, group, h_prev, left, epilogue)
                 }
+                3 if R > 3 => {
+                    tile_rows::<S, G, 3, GPR, NVR, JBR>(s, w, group, h_prev, left, epilogue)
+                }
+                4 if R > 4 => {
+                    tile_rows::<S, G, 4, GPR, NVR, JBR>(s, w, group, h_prev, left, epilogue)
+                }
+                5 if R > 5 => {
+                    tile_rows::<S, G, 5, GPR, NVR, JBR>(s, w, group, h_prev, left, epilogue)
+                }
+                6 if R > 6 => {
+                    tile_rows::<S, G, 6, GPR, NVR, JBR>(s, w, group, h_prev, left, epilogue)
+                }
+                7 if R > 7 => {
+                    tile_rows::<S, G, 7, GPR, NVR, JBR>(s, w, group, h_prev, left, epilogue)
+                }
+                8 if R > 8 => {
+                    tile_rows::<S, G, 8, GPR, NVR, JBR>(s, w, group, h_prev, left, epilogue)
+                }
+                _ => unreachable!("{rest} rows left by tiles of {R} and {RB}"),
             }
         }
-        for r0 in tiled..rows {
+        for r0 in alone..rows {
             // Only the sizes up to `JB1` occur (the guards are constants: the other arms
             // compile to nothing).
             match jb {
@@ -441,6 +507,7 @@ pub(crate) fn lstm_step_blocks<
     const RB: usize,
     const GPB: usize,
     const NVB: usize,
+    const JBR: usize,
     const GP1: usize,
     const NV1: usize,
     const JB1: usize,
@@ -474,7 +541,7 @@ pub(crate) fn lstm_step_blocks<
         u_begin: units.start,
         nu: units.len(),
     };
-    run::<S, 4, R, GPR, NVR, RB, GPB, NVB, GP1, NV1, JB1>(
+    run::<S, 4, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
         s, w, blocks, order, h_prev, rows, &mut cell,
     );
 }
@@ -536,6 +603,7 @@ pub(crate) fn gru_step_blocks<
     const RB: usize,
     const GPB: usize,
     const NVB: usize,
+    const JBR: usize,
     const GP1: usize,
     const NV1: usize,
     const JB1: usize,
@@ -573,7 +641,7 @@ pub(crate) fn gru_step_blocks<
         u_begin: units.start,
         nu: units.len(),
     };
-    run::<S, 3, R, GPR, NVR, RB, GPB, NVB, GP1, NV1, JB1>(
+    run::<S, 3, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
         s, w, blocks, order, h_prev, rows, &mut cell,
     );
 }
@@ -624,6 +692,7 @@ pub(crate) fn rnn_step_blocks<
     const RB: usize,
     const GPB: usize,
     const NVB: usize,
+    const JBR: usize,
     const GP1: usize,
     const NV1: usize,
     const JB1: usize,
@@ -657,7 +726,7 @@ pub(crate) fn rnn_step_blocks<
         u_begin: units.start,
         nu: units.len(),
     };
-    run::<S, 1, R, GPR, NVR, RB, GPB, NVB, GP1, NV1, JB1>(
+    run::<S, 1, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
         s, w, blocks, order, h_prev, rows, &mut cell,
     );
 }
@@ -690,6 +759,7 @@ pub(crate) fn project_blocks<
     const RB: usize,
     const GPB: usize,
     const NVB: usize,
+    const JBR: usize,
     const GP1: usize,
     const NV1: usize,
     const JB1: usize,
@@ -708,7 +778,9 @@ pub(crate) fn project_blocks<
         u_begin: units.start,
         nu: units.len(),
     };
-    run::<S, 1, R, GPR, NVR, RB, GPB, NVB, GP1, NV1, JB1>(s, w, blocks, order, x, rows, &mut cell);
+    run::<S, 1, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
+        s, w, blocks, order, x, rows, &mut cell,
+    );
 }
 
 /// `y[i] = f(x[i])` over slices of any length (the last partial vector through a stack buffer).
