@@ -5,8 +5,10 @@
 //! accuracy down to the denormals instead of cancelling in `1 - σ(-x)`.
 //!
 //! A division rounds `1 + e` and the quotient; both roundings are undone by one correction step
-//! (Fast2Sum for `1 + e`, the exact FMA remainder of the division, scaled by the reciprocal
-//! estimate of `1 + e`), so what is left is mostly the error of [`exp`](super::exp).
+//! (Fast2Sum for `1 + e`, the FMA remainder of the division, scaled by the reciprocal estimate
+//! of `1 + e`), so what is left is mostly the error of [`exp`](super::exp). Where the tier's
+//! division is slow (AVX-512) the quotient itself comes from the reciprocal estimate
+//! (`Simd::quotient`) and the same step corrects it.
 //!
 //! Measured error against the exact value (f64 libm), over every 37th f32 bit pattern
 //! (`tests/activation.rs`): **at most 1.46 ULP** on the FMA tiers (AVX2, AVX-512, emulated),
@@ -30,12 +32,12 @@ pub(crate) fn sigmoid<S: Simd>(s: S, x: S::V) -> S::V {
     // mostly the error of `exp`.
     let d = s.add(one, e);
     let t = s.add(s.sub(one, d), e);
-    let q = s.div(num, d);
+    // `q` is `num / d` rounded, or within 2^-11 of it where the tier divides through its
+    // reciprocal estimate `r` (`Simd::quotient`); the remainder `num - q (d + t)`, scaled by
+    // `r`, corrects it either way: the error left is below 2^-11 of the correction.
+    let (q, r) = s.quotient(num, d);
     let neg_q = s.sub(s.zero(), q);
     let rem = s.mul_add(neg_q, d, num);
-    // The correction is below an ULP of `q`: dividing it by `d` through the reciprocal
-    // estimate (relative error < 2^-11) changes it by less than 2^-11 ULP, for one division
-    // fewer (they are the slowest instructions here).
-    let y = s.add(q, s.mul(s.mul_add(neg_q, t, rem), s.recip(d)));
+    let y = s.add(q, s.mul(s.mul_add(neg_q, t, rem), r));
     s.select(s.is_nan(x), x, y)
 }

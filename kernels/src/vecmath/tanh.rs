@@ -4,8 +4,9 @@
 //! (S. L. Moshier, Cephes Math Library 2.2, `tanhf.c`: a minimax fit of the relative error of
 //! `(tanh x - x) / x^3` on `[0, 0.625]`). Above, `t = e^-2|x|` (in `(0, 0.287]`) and
 //! `tanh |x| = (1 - t) / (1 + t)`, where neither subtraction cancels; the roundings of `1 - t`,
-//! `1 + t` and the quotient are undone by one correction step (Fast2Sum, exact FMA remainder,
-//! scaled by the reciprocal estimate of `1 + t`).
+//! `1 + t` and the quotient are undone by one correction step (Fast2Sum, FMA remainder, scaled
+//! by the reciprocal estimate of `1 + t`; on AVX-512 the quotient itself comes from the
+//! estimate, `Simd::quotient`).
 //! The sign is OR-ed back, so `tanh(-0) = -0`.
 //!
 //! Measured error against the exact value (f64 libm), over every 37th f32 bit pattern
@@ -51,12 +52,12 @@ pub(crate) fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
     let tn = s.sub(s.sub(one, n), t);
     let d = s.add(one, t);
     let td = s.add(s.sub(one, d), t);
-    let q = s.div(n, d);
+    // `q` is `n / d` rounded, or within 2^-11 of it where the tier divides through its
+    // reciprocal estimate `r` (`Simd::quotient`); the remainder scaled by `r` corrects it.
+    let (q, r) = s.quotient(n, d);
     let neg_q = s.sub(s.zero(), q);
     let rem = s.add(s.mul_add(neg_q, d, n), tn);
-    // The correction is below an ULP of `q`: scaled by the reciprocal estimate of `d`
-    // (relative error < 2^-11) instead of divided by `d`, one division fewer.
-    let large = s.add(q, s.mul(s.mul_add(neg_q, td, rem), s.recip(d)));
+    let large = s.add(q, s.mul(s.mul_add(neg_q, td, rem), r));
 
     let y = s.or_sign(s.select(s.lt(a, s.splat(SMALL)), small, large), x);
     s.select(s.is_nan(x), x, y)
