@@ -37,6 +37,7 @@
 use std::ops::Range;
 
 use crate::pack::{PackedMatrix, BLOCK};
+use crate::simd::rows::Rows;
 use crate::simd::Simd;
 use crate::step::{check_step_blocks, Activation, BlockOrder};
 use crate::vecmath::{relu, sigmoid::sigmoid, tanh::tanh};
@@ -139,8 +140,12 @@ fn accumulate<
 
 /// The element-wise end of a step kernel, applied to one vector of accumulated gates.
 trait Epilogue<S: Simd, const G: usize> {
-    /// Finishes row `r`, units `u..u + n` (`n <= LANES`) from their gate sums `acc`.
-    fn apply(&mut self, s: S, r: usize, u: usize, n: usize, acc: [S::V; G]);
+    /// Finishes rows `r0..r0 + N`, units `u..u + n` (`n <= LANES`), from their gate sums
+    /// (`acc[r][g]`). The rows are independent: their arithmetic runs on [`Rows`], which
+    /// interleaves the `N` dependency chains instruction by instruction (an activation is a
+    /// long chain; one row at a time, the core waits on it; measured on a Xeon, LSTM cells
+    /// of 4-row tiles: AVX-512 -16%, AVX2 -25% time).
+    fn apply<const N: usize>(&mut self, s: S, r0: usize, u: usize, n: usize, acc: [[S::V; G]; N]);
 
     /// Hints the cache to fetch what [`Epilogue::apply`] will read for row `r`, units
     /// `u..u + n` (`n <= BLOCK`): the inputs of large batches (`xp` of all timesteps, the
@@ -198,6 +203,28 @@ fn block_tile<
             }
         }
     }
+    if GP == G && NV * S::LANES >= BLOCK {
+        // One pass covers every gate and vector of the blocks: its accumulators go straight
+        // to the epilogue, with no stack array of sums between them (the common case; the
+        // array's zeroing alone was a memset call on the AVX-512 tiles).
+        let acc = accumulate::<S, G, GP, R, NV, JB>(s, wb, h, (0, 0));
+        for b in 0..JB {
+            for v in 0..NV {
+                let u = (j + b) * BLOCK + v * S::LANES;
+                if u >= units {
+                    break;
+                }
+                let mut gates = [[s.zero(); G]; R];
+                for (gates_r, acc_r) in gates.iter_mut().zip(&acc) {
+                    for (gate, acc_g) in gates_r.iter_mut().zip(&acc_r[b]) {
+                        *gate = acc_g[v];
+                    }
+                }
+                epilogue.apply::<R>(s, r0, u, S::LANES.min(units - u), gates);
+            }
+        }
+        return;
+    }
     let mut sums = [[[[s.zero(); MAX_VECTORS]; G]; JB]; R];
     let mut v0 = 0;
     while v0 < vectors {
@@ -219,19 +246,19 @@ fn block_tile<
         }
         v0 += NV;
     }
-    for (r, sums_r) in sums.iter().enumerate() {
-        for (b, sums_b) in sums_r.iter().enumerate() {
-            for v in 0..vectors {
-                let u = (j + b) * BLOCK + v * S::LANES;
-                if u >= units {
-                    break;
-                }
-                let mut gates = [s.zero(); G];
-                for (gate, sum) in gates.iter_mut().zip(sums_b) {
+    for b in 0..JB {
+        for v in 0..vectors {
+            let u = (j + b) * BLOCK + v * S::LANES;
+            if u >= units {
+                break;
+            }
+            let mut gates = [[s.zero(); G]; R];
+            for (gates_r, sums_r) in gates.iter_mut().zip(&sums) {
+                for (gate, sum) in gates_r.iter_mut().zip(&sums_r[b]) {
                     *gate = sum[v];
                 }
-                epilogue.apply(s, r0 + r, u, S::LANES.min(units - u), gates);
             }
+            epilogue.apply::<R>(s, r0, u, S::LANES.min(units - u), gates);
         }
     }
 }
@@ -451,24 +478,30 @@ struct LstmCell<'a> {
 
 impl<S: Simd> Epilogue<S, 4> for LstmCell<'_> {
     #[inline(always)]
-    fn apply(&mut self, s: S, r: usize, u: usize, n: usize, acc: [S::V; 4]) {
+    fn apply<const N: usize>(&mut self, s: S, r0: usize, u: usize, n: usize, acc: [[S::V; 4]; N]) {
+        let w = Rows::<S, N>(s);
         let h = self.h;
-        let x = &self.xp[r * 4 * h..][..4 * h];
-        let i = sigmoid(s, s.add(s.load_partial(&x[u..u + n]), acc[0]));
-        let f = sigmoid(s, s.add(s.load_partial(&x[h + u..h + u + n]), acc[1]));
-        let g = tanh(
-            s,
-            s.add(s.load_partial(&x[2 * h + u..2 * h + u + n]), acc[2]),
-        );
-        let o = sigmoid(
-            s,
-            s.add(s.load_partial(&x[3 * h + u..3 * h + u + n]), acc[3]),
-        );
-        let at = r * self.nu + (u - self.u_begin);
-        let c = &mut self.c[at..at + n];
-        let c_new = s.mul_add(f, s.load_partial(c), s.mul(i, g));
-        s.store_partial(c_new, c);
-        s.store_partial(s.mul(o, tanh(s, c_new)), &mut self.h_out[at..at + n]);
+        let mut pre = [[s.zero(); N]; 4];
+        let mut c = [s.zero(); N];
+        for r in 0..N {
+            let x = &self.xp[(r0 + r) * 4 * h..][..4 * h];
+            for (g, pre_g) in pre.iter_mut().enumerate() {
+                pre_g[r] = s.add(s.load_partial(&x[g * h + u..g * h + u + n]), acc[r][g]);
+            }
+            let at = (r0 + r) * self.nu + (u - self.u_begin);
+            c[r] = s.load_partial(&self.c[at..at + n]);
+        }
+        let i = sigmoid(w, pre[0]);
+        let f = sigmoid(w, pre[1]);
+        let g = tanh(w, pre[2]);
+        let o = sigmoid(w, pre[3]);
+        let c_new = w.mul_add(f, c, w.mul(i, g));
+        let h_new = w.mul(o, tanh(w, c_new));
+        for r in 0..N {
+            let at = (r0 + r) * self.nu + (u - self.u_begin);
+            s.store_partial(c_new[r], &mut self.c[at..at + n]);
+            s.store_partial(h_new[r], &mut self.h_out[at..at + n]);
+        }
     }
 
     #[inline(always)]
@@ -567,18 +600,32 @@ struct GruCell<'a> {
 
 impl<S: Simd> Epilogue<S, 3> for GruCell<'_> {
     #[inline(always)]
-    fn apply(&mut self, s: S, r: usize, u: usize, n: usize, acc: [S::V; 3]) {
+    fn apply<const N: usize>(&mut self, s: S, r0: usize, u: usize, n: usize, acc: [[S::V; 3]; N]) {
+        let w = Rows::<S, N>(s);
         let h = self.h;
-        let x = &self.xp[r * 3 * h..][..3 * h];
-        let rg = sigmoid(s, s.add(s.load_partial(&x[u..u + n]), acc[0]));
-        let z = sigmoid(s, s.add(s.load_partial(&x[h + u..h + u + n]), acc[1]));
-        let hn = s.add(acc[2], s.load_partial(&self.b_hn[u..u + n]));
-        let xn = s.load_partial(&x[2 * h + u..2 * h + u + n]);
-        let nn = tanh(s, s.mul_add(rg, hn, xn));
-        let hp = s.load_partial(&self.h_prev[r * h + u..r * h + u + n]);
-        let h_new = s.mul_add(z, hp, s.mul(s.sub(s.splat(1.0), z), nn));
-        let at = r * self.nu + (u - self.u_begin);
-        s.store_partial(h_new, &mut self.h_out[at..at + n]);
+        let (mut pr, mut pz, mut hn, mut xn, mut hp) = (
+            [s.zero(); N],
+            [s.zero(); N],
+            [s.zero(); N],
+            [s.zero(); N],
+            [s.zero(); N],
+        );
+        for r in 0..N {
+            let x = &self.xp[(r0 + r) * 3 * h..][..3 * h];
+            pr[r] = s.add(s.load_partial(&x[u..u + n]), acc[r][0]);
+            pz[r] = s.add(s.load_partial(&x[h + u..h + u + n]), acc[r][1]);
+            hn[r] = s.add(acc[r][2], s.load_partial(&self.b_hn[u..u + n]));
+            xn[r] = s.load_partial(&x[2 * h + u..2 * h + u + n]);
+            hp[r] = s.load_partial(&self.h_prev[(r0 + r) * h + u..(r0 + r) * h + u + n]);
+        }
+        let rg = sigmoid(w, pr);
+        let z = sigmoid(w, pz);
+        let nn = tanh(w, w.mul_add(rg, hn, xn));
+        let h_new = w.mul_add(z, hp, w.mul(w.sub(w.splat(1.0), z), nn));
+        for (r, h_new) in h_new.into_iter().enumerate() {
+            let at = (r0 + r) * self.nu + (u - self.u_begin);
+            s.store_partial(h_new, &mut self.h_out[at..at + n]);
+        }
     }
 
     #[inline(always)]
@@ -663,15 +710,21 @@ struct RnnCell<'a> {
 
 impl<S: Simd> Epilogue<S, 1> for RnnCell<'_> {
     #[inline(always)]
-    fn apply(&mut self, s: S, r: usize, u: usize, n: usize, acc: [S::V; 1]) {
-        let at = r * self.h + u;
-        let pre = s.add(s.load_partial(&self.xp[at..at + n]), acc[0]);
+    fn apply<const N: usize>(&mut self, s: S, r0: usize, u: usize, n: usize, acc: [[S::V; 1]; N]) {
+        let w = Rows::<S, N>(s);
+        let mut pre = [s.zero(); N];
+        for (r, pre) in pre.iter_mut().enumerate() {
+            let at = (r0 + r) * self.h + u;
+            *pre = s.add(s.load_partial(&self.xp[at..at + n]), acc[r][0]);
+        }
         let y = match self.act {
-            Activation::Tanh => tanh(s, pre),
-            Activation::Relu => relu(s, pre),
+            Activation::Tanh => tanh(w, pre),
+            Activation::Relu => relu(w, pre),
         };
-        let at = r * self.nu + (u - self.u_begin);
-        s.store_partial(y, &mut self.h_out[at..at + n]);
+        for (r, y) in y.into_iter().enumerate() {
+            let at = (r0 + r) * self.nu + (u - self.u_begin);
+            s.store_partial(y, &mut self.h_out[at..at + n]);
+        }
     }
 
     #[inline(always)]
@@ -743,9 +796,11 @@ struct ProjectOut<'a> {
 
 impl<S: Simd> Epilogue<S, 1> for ProjectOut<'_> {
     #[inline(always)]
-    fn apply(&mut self, s: S, r: usize, u: usize, n: usize, acc: [S::V; 1]) {
-        let at = r * self.nu + (u - self.u_begin);
-        s.store_partial(acc[0], &mut self.out[at..at + n]);
+    fn apply<const N: usize>(&mut self, s: S, r0: usize, u: usize, n: usize, acc: [[S::V; 1]; N]) {
+        for (r, acc) in acc.into_iter().enumerate() {
+            let at = (r0 + r) * self.nu + (u - self.u_begin);
+            s.store_partial(acc[0], &mut self.out[at..at + n]);
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub(crate) mod avx2;
 pub(crate) mod avx512;
 pub(crate) mod emulated;
 pub(crate) mod portable;
+pub(crate) mod rows;
 
 /// The largest vector width of any tier, in `f32` lanes (AVX-512).
 pub(crate) const MAX_LANES: usize = 16;
