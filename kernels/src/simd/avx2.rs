@@ -71,9 +71,15 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
+    fn neg_mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: see the impl comment (FMA).
+        unsafe { _mm256_fnmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
     fn max(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: see the impl comment.
-        unsafe { _mm256_max_ps(a, b) }
+        // `vmaxps` yields its second operand where either is NaN.
+        unsafe { _mm256_max_ps(b, a) }
     }
     #[inline(always)]
     fn abs(self, a: __m256) -> __m256 {
@@ -94,11 +100,6 @@ unsafe impl Simd for Avx2 {
     fn le(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: see the impl comment.
         unsafe { _mm256_cmp_ps::<_CMP_LE_OQ>(a, b) }
-    }
-    #[inline(always)]
-    fn is_nan(self, a: __m256) -> __m256 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a) }
     }
     #[inline(always)]
     fn select(self, m: __m256, t: __m256, f: __m256) -> __m256 {

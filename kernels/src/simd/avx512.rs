@@ -106,9 +106,15 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
+    fn neg_mul_add(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: see the impl comment.
+        unsafe { _mm512_fnmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
     fn max(self, a: __m512, b: __m512) -> __m512 {
         // SAFETY: see the impl comment.
-        unsafe { _mm512_max_ps(a, b) }
+        // `vmaxps` yields its second operand where either is NaN.
+        unsafe { _mm512_max_ps(b, a) }
     }
     #[inline(always)]
     fn abs(self, a: __m512) -> __m512 {
@@ -132,11 +138,6 @@ unsafe impl Simd for Avx512 {
     fn le(self, a: __m512, b: __m512) -> __mmask16 {
         // SAFETY: see the impl comment.
         unsafe { _mm512_cmp_ps_mask::<_CMP_LE_OQ>(a, b) }
-    }
-    #[inline(always)]
-    fn is_nan(self, a: __m512) -> __mmask16 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a) }
     }
     #[inline(always)]
     fn select(self, m: __mmask16, t: __m512, f: __m512) -> __m512 {

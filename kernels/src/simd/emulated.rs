@@ -67,7 +67,7 @@ unsafe impl Simd for Emulated16 {
     }
     #[inline(always)]
     fn max(self, a: V, b: V) -> V {
-        map2(a, b, |a, b| if a > b { a } else { b })
+        map2(a, b, |a, b| if a.is_nan() || a > b { a } else { b })
     }
     #[inline(always)]
     fn abs(self, a: V) -> V {
@@ -86,10 +86,6 @@ unsafe impl Simd for Emulated16 {
     #[inline(always)]
     fn le(self, a: V, b: V) -> [bool; 16] {
         std::array::from_fn(|i| a[i] <= b[i])
-    }
-    #[inline(always)]
-    fn is_nan(self, a: V) -> [bool; 16] {
-        a.map(f32::is_nan)
     }
     #[inline(always)]
     fn select(self, m: [bool; 16], t: V, f: V) -> V {

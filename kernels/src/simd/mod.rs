@@ -77,20 +77,26 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     /// of a build without FMA. Either way the same instructions for every lane and every call,
     /// which is what keeps results independent of the batch split.
     fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-    /// Lane-wise maximum; which operand a NaN lane yields is unspecified.
+    /// `c - a * b`, rounded as `mul_add(-a, b, c)` (the same bits; one instruction where the
+    /// tier has a negated FMA).
+    #[inline(always)]
+    fn neg_mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        self.mul_add(self.sub(self.zero(), a), b, c)
+    }
+    /// Lane-wise maximum, NaN where `a` is NaN (what a NaN in `b` yields is unspecified): so
+    /// a clamp `max(x, c)` lets NaN through.
     fn max(self, a: Self::V, b: Self::V) -> Self::V;
     /// `|a|` (clears the sign bit).
     fn abs(self, a: Self::V) -> Self::V;
     /// `magnitude` with the sign bit of `sign` OR-ed in (`magnitude` must have a clear sign bit):
-    /// `copysign` for non-negative magnitudes.
+    /// `copysign` for non-negative magnitudes, `-|magnitude|` for a negative `sign` whatever
+    /// the magnitude's sign.
     fn or_sign(self, magnitude: Self::V, sign: Self::V) -> Self::V;
 
     /// `a < b` (false where either is NaN).
     fn lt(self, a: Self::V, b: Self::V) -> Self::M;
     /// `a <= b` (false where either is NaN).
     fn le(self, a: Self::V, b: Self::V) -> Self::M;
-    /// Lanes holding NaN.
-    fn is_nan(self, a: Self::V) -> Self::M;
     /// `m ? t : f` per lane.
     fn select(self, m: Self::M, t: Self::V, f: Self::V) -> Self::V;
 

@@ -63,7 +63,22 @@ unsafe impl Simd for Portable {
     }
     #[inline(always)]
     fn max(self, a: f32x8, b: f32x8) -> f32x8 {
-        a.fast_max(b)
+        // SSE's `maxps` yields its second operand where either is NaN; NEON's `fmax` yields NaN.
+        #[cfg(any(
+            target_feature = "sse",
+            all(target_arch = "aarch64", target_feature = "neon")
+        ))]
+        {
+            b.fast_max(a)
+        }
+        // wide's scalar fallback would yield `b`: select NaN lanes of `a` explicitly.
+        #[cfg(not(any(
+            target_feature = "sse",
+            all(target_arch = "aarch64", target_feature = "neon")
+        )))]
+        {
+            a.is_nan().blend(a, b.fast_max(a))
+        }
     }
     #[inline(always)]
     fn abs(self, a: f32x8) -> f32x8 {
@@ -80,10 +95,6 @@ unsafe impl Simd for Portable {
     #[inline(always)]
     fn le(self, a: f32x8, b: f32x8) -> f32x8 {
         a.simd_le(b)
-    }
-    #[inline(always)]
-    fn is_nan(self, a: f32x8) -> f32x8 {
-        a.is_nan()
     }
     #[inline(always)]
     fn select(self, m: f32x8, t: f32x8, f: f32x8) -> f32x8 {

@@ -73,6 +73,10 @@ unsafe impl<S: Simd, const N: usize> Simd for Rows<S, N> {
         lanes_of!(self, a[0], N, |i| self.0.mul_add(a[i], b[i], c[i]))
     }
     #[inline(always)]
+    fn neg_mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        lanes_of!(self, a[0], N, |i| self.0.neg_mul_add(a[i], b[i], c[i]))
+    }
+    #[inline(always)]
     fn max(self, a: Self::V, b: Self::V) -> Self::V {
         lanes_of!(self, a[0], N, |i| self.0.max(a[i], b[i]))
     }
@@ -95,11 +99,6 @@ unsafe impl<S: Simd, const N: usize> Simd for Rows<S, N> {
     fn le(self, a: Self::V, b: Self::V) -> Self::M {
         let first = self.0.le(a[0], b[0]);
         lanes_of!(self, first, N, |i| self.0.le(a[i], b[i]))
-    }
-    #[inline(always)]
-    fn is_nan(self, a: Self::V) -> Self::M {
-        let first = self.0.is_nan(a[0]);
-        lanes_of!(self, first, N, |i| self.0.is_nan(a[i]))
     }
     #[inline(always)]
     fn select(self, m: Self::M, t: Self::V, f: Self::V) -> Self::V {

@@ -38,8 +38,8 @@ const P: [f32; 6] = [
 const X_MIN_NORMAL: f32 = -87.0;
 
 /// `e^x` per lane for `x <= 0` (the only arguments [`sigmoid`](super::sigmoid) and
-/// [`tanh`](super::tanh) pass). Inputs below -104 give `+0`; a NaN lane gives an unspecified
-/// value (the callers select NaN lanes themselves).
+/// [`tanh`](super::tanh) pass). Inputs below -104 give `+0`; NaN gives NaN (the clamp lets it
+/// through, every later operation keeps it), which is how the callers propagate NaN.
 ///
 /// With `NORMAL_ONLY`, inputs below -87 are taken as -87 (`e^-87 = 1.6e-38`), so every result
 /// is normal and the scaling by `2^n` takes the tier's cheaper path for that case

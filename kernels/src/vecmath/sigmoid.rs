@@ -25,7 +25,8 @@ use crate::simd::Simd;
 pub(crate) fn sigmoid<S: Simd>(s: S, x: S::V) -> S::V {
     let one = s.splat(1.0);
     // Denormal results kept: `σ(x) ≈ e^x` for `x < -87`.
-    let e = exp_nonpositive::<S, false>(s, s.sub(s.zero(), s.abs(x)));
+    // `-|x|` as one OR of the sign bit.
+    let e = exp_nonpositive::<S, false>(s, s.or_sign(x, s.splat(-0.0)));
     let num = s.select(s.lt(x, s.zero()), e, one);
     // d + t = 1 + e exactly (Fast2Sum, 1 >= e), q = num / d rounded, and the FMA remainder
     // num - q d exact: one correction step turns q into num / (d + t) up to ~0.5 ULP, leaving
@@ -35,9 +36,8 @@ pub(crate) fn sigmoid<S: Simd>(s: S, x: S::V) -> S::V {
     // `q` is `num / d` rounded, or within 2^-11 of it where the tier divides through its
     // reciprocal estimate `r` (`Simd::quotient`); the remainder `num - q (d + t)`, scaled by
     // `r`, corrects it either way: the error left is below 2^-11 of the correction.
+    // NaN needs no select: `e` is NaN, so `d`, `q` and the result are.
     let (q, r) = s.quotient(num, d);
-    let neg_q = s.sub(s.zero(), q);
-    let rem = s.mul_add(neg_q, d, num);
-    let y = s.add(q, s.mul(s.mul_add(neg_q, t, rem), r));
-    s.select(s.is_nan(x), x, y)
+    let rem = s.neg_mul_add(q, d, num);
+    s.add(q, s.mul(s.neg_mul_add(q, t, rem), r))
 }

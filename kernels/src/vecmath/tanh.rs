@@ -55,10 +55,9 @@ pub(crate) fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
     // `q` is `n / d` rounded, or within 2^-11 of it where the tier divides through its
     // reciprocal estimate `r` (`Simd::quotient`); the remainder scaled by `r` corrects it.
     let (q, r) = s.quotient(n, d);
-    let neg_q = s.sub(s.zero(), q);
-    let rem = s.add(s.mul_add(neg_q, d, n), tn);
-    let large = s.add(q, s.mul(s.mul_add(neg_q, td, rem), r));
+    let rem = s.add(s.neg_mul_add(q, d, n), tn);
+    let large = s.add(q, s.mul(s.neg_mul_add(q, td, rem), r));
 
-    let y = s.or_sign(s.select(s.lt(a, s.splat(SMALL)), small, large), x);
-    s.select(s.is_nan(x), x, y)
+    // NaN needs no select: `a < SMALL` is false, and `large` is NaN (`t` is).
+    s.or_sign(s.select(s.lt(a, s.splat(SMALL)), small, large), x)
 }
