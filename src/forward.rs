@@ -785,7 +785,7 @@ impl Sizes {
     }
 
     fn per_row(&self) -> usize {
-        self.x + self.xp + self.y + 2 * self.state + self.h_full + self.c + self.h_out
+        self.x + self.xp + self.y + self.state + self.h_full + self.c + self.h_out
     }
 }
 
@@ -796,8 +796,7 @@ struct Chunk<'s> {
     x: &'s mut [f32],
     xp: &'s mut [f32],
     y: &'s mut [f32],
-    h_a: &'s mut [f32],
-    h_b: &'s mut [f32],
+    h_init: &'s mut [f32],
     h_full: &'s mut [f32],
     c: &'s mut [f32],
     h_n: &'s mut [f32],
@@ -809,8 +808,7 @@ impl<'s> Chunk<'s> {
         let (x, rest) = region.split_at_mut(rows * sz.x);
         let (xp, rest) = rest.split_at_mut(rows * sz.xp);
         let (y, rest) = rest.split_at_mut(rows * sz.y);
-        let (h_a, rest) = rest.split_at_mut(rows * sz.state);
-        let (h_b, rest) = rest.split_at_mut(rows * sz.state);
+        let (h_init, rest) = rest.split_at_mut(rows * sz.state);
         let (h_full, rest) = rest.split_at_mut(rows * sz.h_full);
         let (c, rest) = rest.split_at_mut(rows * sz.c);
         let h_n = &mut rest[..rows * sz.h_out];
@@ -820,8 +818,7 @@ impl<'s> Chunk<'s> {
             x,
             xp,
             y,
-            h_a,
-            h_b,
+            h_init,
             h_full,
             c,
             h_n,
@@ -831,7 +828,7 @@ impl<'s> Chunk<'s> {
     /// The read-only view of a finished chunk: `(y, c, h_n)`.
     fn results(region: &'s [f32], rows: usize, sz: &Sizes) -> (&'s [f32], &'s [f32], &'s [f32]) {
         let y0 = rows * (sz.x + sz.xp);
-        let c0 = y0 + rows * (sz.y + 2 * sz.state + sz.h_full);
+        let c0 = y0 + rows * (sz.y + sz.state + sz.h_full);
         let hn0 = c0 + rows * sz.c;
         (
             &region[y0..y0 + rows * sz.y],
@@ -891,24 +888,38 @@ fn run_chunk(
     let in_size = x_layout.width;
     let order = &plan.order[ch.row0..ch.row0 + rows];
 
-    // Gather the chunk's input in loop order, compacted: step s's rows still running (a prefix
-    // of the rows, which are sorted by length) follow step s-1's, row r reading element
-    // order[r] at its own time index (reversed within its length for the reverse direction).
-    // Steps past an element's length take no row, so the projection does only valid work.
-    let mut n_rows = 0;
-    for StepRows { s, active, at } in step_rows(plan, order) {
-        for (r, &b) in order[..active].iter().enumerate() {
-            let src = x_layout.at(time_of(plan, reverse, s, b), b);
-            ch.x[(at + r) * in_size..][..in_size].copy_from_slice(&x[src..src + in_size]);
+    // Input projection of every valid (step, row) at once: xp = x W_ihᵀ + bias, in loop order.
+    if !reverse && !plan.ragged && rows == plan.batch && !x_layout.batch_first {
+        // The whole batch forward, every sequence full, seq-major: the input already is in
+        // loop order (step s, row b at s * N + b), so it is projected where it lies.
+        let n_rows = plan.seq_len * rows;
+        project_inputs(
+            kernels,
+            w,
+            &x[..n_rows * in_size],
+            ch.xp,
+            n_rows,
+            plan.split,
+        );
+    } else {
+        // Gathered in loop order, compacted: step s's rows still running (a prefix of the
+        // rows, which are sorted by length) follow step s-1's, row r reading element order[r]
+        // at its own time index (reversed within its length for the reverse direction).
+        // Steps past an element's length take no row, so the projection does only valid work.
+        let mut n_rows = 0;
+        for StepRows { s, active, at } in step_rows(plan, order) {
+            for (r, &b) in order[..active].iter().enumerate() {
+                let src = x_layout.at(time_of(plan, reverse, s, b), b);
+                ch.x[(at + r) * in_size..][..in_size].copy_from_slice(&x[src..src + in_size]);
+            }
+            n_rows = at + active;
         }
-        n_rows = at + active;
+        project_inputs(kernels, w, ch.x, ch.xp, n_rows, plan.split);
     }
-    // Input projection of every valid (step, row) at once: xp = x W_ihᵀ + bias.
-    project_inputs(kernels, w, ch.x, ch.xp, n_rows, plan.split);
 
     // Initial state.
     for (r, &b) in order.iter().enumerate() {
-        let hr = &mut ch.h_a[r * k..(r + 1) * k];
+        let hr = &mut ch.h_init[r * k..(r + 1) * k];
         match h0 {
             Some(h0) => hr.copy_from_slice(&h0[b * k..(b + 1) * k]),
             None => hr.fill(0.0),
@@ -991,13 +1002,20 @@ fn run_steps(kernels: &Kernels, w: &DirectionWeights, plan: &Plan<'_>, ch: &mut 
     let h_out = w.w_hr.as_ref().map_or(h, |p| p.rows());
     let gh = g * h;
     let order = &plan.order[ch.row0..ch.row0 + rows];
-    let (mut h_prev, mut h_next) = (&mut *ch.h_a, &mut *ch.h_b);
     let (blocks, proj_blocks) = (
         0..w.w_hh.blocks(),
         w.w_hr.as_ref().map_or(0, |p| p.blocks()),
     );
     for StepRows { s, active, at } in step_rows(plan, order) {
         let xp = &ch.xp[at * gh..(at + active) * gh];
+        // The step writes its new state straight into its output rows, and reads the previous
+        // step's from theirs (its running rows are a prefix of the previous step's).
+        let (done, rest) = ch.y.split_at_mut(s * rows * h_out);
+        let h_prev: &[f32] = match s {
+            0 => &ch.h_init[..active * h_out],
+            _ => &done[(s - 1) * rows * h_out..][..active * h_out],
+        };
+        let h_next = &mut rest[..active * h_out];
         // Alternate the block order, so each step starts on the weights still in cache.
         let bo = BlockOrder::for_step(s);
         match g {
@@ -1047,8 +1065,7 @@ fn run_steps(kernels: &Kernels, w: &DirectionWeights, plan: &Plan<'_>, ch: &mut 
                 bo,
             ),
         }
-        record_step(plan, order, s, active, h_out, h_next, ch.y, ch.h_n);
-        std::mem::swap(&mut h_prev, &mut h_next);
+        keep_final(plan, order, s, active, h_out, h_next, ch.h_n);
     }
 }
 
@@ -1067,6 +1084,19 @@ fn record_step(
 ) {
     let rows = order.len();
     y[s * rows * h_out..(s * rows + active) * h_out].copy_from_slice(&h_new[..active * h_out]);
+    keep_final(plan, order, s, active, h_out, h_new, h_n);
+}
+
+/// Keeps step `s`'s new state as `h_n` for the rows whose sequence ends at this step.
+fn keep_final(
+    plan: &Plan<'_>,
+    order: &[usize],
+    s: usize,
+    active: usize,
+    h_out: usize,
+    h_new: &[f32],
+    h_n: &mut [f32],
+) {
     for r in (0..active)
         .rev()
         .take_while(|&r| plan.lengths[order[r]] == s + 1)
@@ -1167,7 +1197,7 @@ fn run_steps_split(
     let (rows, k, h) = (ch.rows, w.w_hh.cols(), w.w_hh.rows());
     let order = &plan.order[ch.row0..ch.row0 + rows];
     let state = [
-        SharedRows::from_slice(&ch.h_a[..rows * k]),
+        SharedRows::from_slice(&ch.h_init[..rows * k]),
         SharedRows::zeros(rows * k),
     ];
     let full = SharedRows::zeros(if w.w_hr.is_some() { rows * h } else { 0 });
