@@ -399,28 +399,31 @@ impl Model {
                     },
                 )
             };
-            refill(dest, l * n * width, plan.ragged).map_err(oom)?;
-            for (d, arena) in [&*a0, &*a1].into_iter().take(d_count).enumerate() {
-                let w = &self.layers[layer][d];
+            let sizes = Sizes::new(&self.layers[layer][0], l, x_layout.width);
+            let arenas = [&a0[..], &a1[..]];
+            // Full sequences in seq-major order: the rows are appended in the order they are
+            // laid out, each written once (a buffer zeroed first, then overwritten, would be
+            // written twice, the first time page by page through the kernel's zeroing).
+            let in_order = !plan.ragged && !dest_layout.batch_first;
+            if in_order {
+                dest.clear();
+                dest.try_reserve_exact(l * n * width).map_err(oom)?;
+                append_outputs(&plan, &sizes, &arenas[..d_count], dest);
+            } else {
+                refill(dest, l * n * width, plan.ragged).map_err(oom)?;
+            }
+            for (d, arena) in arenas.into_iter().take(d_count).enumerate() {
                 let idx = layer * d_count + d;
-                let sizes = Sizes::new(w, l, x_layout.width);
+                if !in_order {
+                    scatter_outputs(&plan, d == 1, &sizes, arena, d * h_out, dest, dest_layout);
+                }
                 let h_n = &mut out.h_n[idx * n * h_out..(idx + 1) * n * h_out];
                 let c_n = if lstm {
                     &mut out.c_n[idx * n * h..(idx + 1) * n * h]
                 } else {
                     &mut []
                 };
-                gather_results(
-                    &plan,
-                    d == 1,
-                    &sizes,
-                    arena,
-                    d * h_out,
-                    dest,
-                    dest_layout,
-                    h_n,
-                    c_n,
-                );
+                gather_states(&plan, &sizes, arena, h_n, c_n);
             }
             if !last {
                 std::mem::swap(layer_in, layer_out);
@@ -1351,10 +1354,30 @@ impl SplitShared<'_, '_> {
     }
 }
 
-/// Writes a direction's loop-order results back: output rows into `dest` at column `col`,
-/// final states into `h_n` `(N, H_out)` and `c_n` `(N, H)` in batch order.
-#[allow(clippy::too_many_arguments)]
-fn gather_results(
+/// Appends the output rows of every direction (`arenas[d]`), full sequences, to `dest` in
+/// seq-major order: for each step `t` and batch element `b`, the rows of the directions side
+/// by side (the reverse direction's row of `t` is its loop step `L - 1 - t`).
+fn append_outputs(plan: &Plan<'_>, sz: &Sizes, arenas: &[&[f32]], dest: &mut Vec<f32>) {
+    let (l, n, h_out) = (plan.seq_len, plan.batch, sz.h_out);
+    let per_row = sz.per_row();
+    for t in 0..l {
+        for b in 0..n {
+            // Without lengths the rows are in batch order.
+            let row0 = b / plan.chunk_rows * plan.chunk_rows;
+            let rows = plan.chunk_rows.min(n - row0);
+            for (d, arena) in arenas.iter().enumerate() {
+                let step = if d == 1 { l - 1 - t } else { t };
+                let region = &arena[row0 * per_row..(row0 + rows) * per_row];
+                let (y, _, _) = Chunk::results(region, rows, sz);
+                dest.extend_from_slice(&y[(step * rows + b - row0) * h_out..][..h_out]);
+            }
+        }
+    }
+}
+
+/// Writes a direction's loop-order output rows into `dest` at column `col`, in `dest_layout`
+/// (positions past a sequence's length are left as they are: zero).
+fn scatter_outputs(
     plan: &Plan<'_>,
     reverse: bool,
     sz: &Sizes,
@@ -1362,9 +1385,29 @@ fn gather_results(
     col: usize,
     dest: &mut [f32],
     dest_layout: SeqLayout,
-    h_n: &mut [f32],
-    c_n: &mut [f32],
 ) {
+    let n = plan.batch;
+    let h_out = sz.h_out;
+    let per_row = sz.per_row();
+    let mut row0 = 0;
+    while row0 < n {
+        let rows = plan.chunk_rows.min(n - row0);
+        let region = &arena[row0 * per_row..(row0 + rows) * per_row];
+        let (y, _, _) = Chunk::results(region, rows, sz);
+        for (r, &b) in plan.order[row0..row0 + rows].iter().enumerate() {
+            for step in 0..plan.lengths[b] {
+                let t = time_of(plan, reverse, step, b);
+                dest[dest_layout.at(t, b) + col..][..h_out]
+                    .copy_from_slice(&y[(step * rows + r) * h_out..][..h_out]);
+            }
+        }
+        row0 += rows;
+    }
+}
+
+/// Writes a direction's final states into `h_n` `(N, H_out)` and `c_n` `(N, H)`, in batch
+/// order.
+fn gather_states(plan: &Plan<'_>, sz: &Sizes, arena: &[f32], h_n: &mut [f32], c_n: &mut [f32]) {
     let n = plan.batch;
     let (h_out, hc) = (sz.h_out, sz.c);
     let per_row = sz.per_row();
@@ -1372,13 +1415,8 @@ fn gather_results(
     while row0 < n {
         let rows = plan.chunk_rows.min(n - row0);
         let region = &arena[row0 * per_row..(row0 + rows) * per_row];
-        let (y, c, hn) = Chunk::results(region, rows, sz);
+        let (_, c, hn) = Chunk::results(region, rows, sz);
         for (r, &b) in plan.order[row0..row0 + rows].iter().enumerate() {
-            for step in 0..plan.lengths[b] {
-                let t = time_of(plan, reverse, step, b);
-                dest[dest_layout.at(t, b) + col..][..h_out]
-                    .copy_from_slice(&y[(step * rows + r) * h_out..][..h_out]);
-            }
             h_n[b * h_out..(b + 1) * h_out].copy_from_slice(&hn[r * h_out..(r + 1) * h_out]);
             if hc > 0 {
                 c_n[b * hc..(b + 1) * hc].copy_from_slice(&c[r * hc..(r + 1) * hc]);
