@@ -18,6 +18,7 @@ use crate::config::Mode;
 use crate::error::{Error, Result};
 use crate::model::{DirectionWeights, Model};
 use crate::tensor::{Shape, Tensor, TensorView};
+use recur_kernels::denormal::flush_into;
 use recur_kernels::step::BlockOrder;
 use recur_kernels::{Kernels, PackedMatrix};
 
@@ -94,6 +95,8 @@ pub struct Workspace {
     layer_in: Vec<f32>,
     layer_out: Vec<f32>,
     arenas: [Vec<f32>; 2],
+    /// The input with its denormals flushed, for the calls whose input has any.
+    flushed: Vec<f32>,
 }
 
 impl Workspace {
@@ -336,6 +339,7 @@ impl Model {
             layer_in,
             layer_out,
             arenas,
+            flushed,
         } = ws;
         let plan = self.plan(fi, &shape, order, lengths);
         // The call's need is within MAX_CALL_BYTES (checked above); an allocation the machine
@@ -350,10 +354,28 @@ impl Model {
             width: cfg.input_size,
             batch_first: out.dims.batch_first,
         };
+        // Denormal inputs would cost the projection a microcode assist per product on Intel
+        // cores (~200x slower, see `recur_kernels::denormal`): flushed to ±0 here. Later layers
+        // read the kernels' outputs, which are flushed already.
+        let input = if recur_kernels::denormal::has_denormals(fi.input.data) {
+            flushed.clear();
+            flushed
+                .try_reserve_exact(fi.input.data.len())
+                .map_err(oom)?;
+            flushed.extend(
+                fi.input
+                    .data
+                    .iter()
+                    .map(|&v| recur_kernels::denormal::flush(v)),
+            );
+            &flushed[..]
+        } else {
+            fi.input.data
+        };
         for layer in 0..cfg.num_layers {
             let last = layer + 1 == cfg.num_layers;
             let (x, x_layout) = if layer == 0 {
-                (fi.input.data, input_layout)
+                (input, input_layout)
             } else {
                 let seq = SeqLayout {
                     width,
@@ -450,7 +472,9 @@ impl Model {
     /// `u64::MAX`: about `4 · L · N · (D · (I + G·H + H_out) + (1 + min(layers - 1, 2)) · D·H_out)`
     /// for `L` steps of `N` sequences, `I` the widest layer input and `G` the gates. A call
     /// over [`MAX_CALL_BYTES`] is refused. Errors as [`Model::forward`] does if the shape does
-    /// not fit the model; the input's data is not needed.
+    /// not fit the model; the input's data is not needed. (An input holding denormal values
+    /// also takes a flushed copy of itself, `4 · L · N · I` bytes more: see
+    /// `recur_kernels::denormal`.)
     pub fn call_bytes(&self, input_shape: &[usize]) -> Result<u64> {
         self.call_shape(input_shape)
             .map(|shape| self.need_bytes(&shape).unwrap_or(u64::MAX))
@@ -923,14 +947,15 @@ fn run_chunk(
     // Initial state.
     for (r, &b) in order.iter().enumerate() {
         let hr = &mut ch.h_init[r * k..(r + 1) * k];
+        // Denormals flushed, as the kernels flush every state they store.
         match h0 {
-            Some(h0) => hr.copy_from_slice(&h0[b * k..(b + 1) * k]),
+            Some(h0) => flush_into(hr, &h0[b * k..(b + 1) * k]),
             None => hr.fill(0.0),
         }
         if g == 4 {
             let cr = &mut ch.c[r * h..(r + 1) * h];
             match c0 {
-                Some(c0) => cr.copy_from_slice(&c0[b * h..(b + 1) * h]),
+                Some(c0) => flush_into(cr, &c0[b * h..(b + 1) * h]),
                 None => cr.fill(0.0),
             }
         }

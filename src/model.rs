@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use recur_kernels::denormal::flush;
 use recur_kernels::{kernels_for, Isa, Kernels, PackedMatrix};
 
 use crate::config::{Config, Mode};
@@ -162,18 +163,19 @@ fn pack_direction(config: &Config, t: &StateDict, layer: usize, dir: usize) -> D
         let (b_ih, b_hh) = (get("bias_ih"), get("bias_hh"));
         (0..g * h)
             .map(|i| {
-                if config.mode == Mode::Gru && i >= 2 * h {
+                // Denormals flushed, as the packed weights' (`recur_kernels::denormal`).
+                flush(if config.mode == Mode::Gru && i >= 2 * h {
                     b_ih[i]
                 } else {
                     b_ih[i] + b_hh[i]
-                }
+                })
             })
             .collect()
     } else {
         vec![0.0; g * h]
     };
     let b_hn = match (config.mode, config.bias) {
-        (Mode::Gru, true) => get("bias_hh")[2 * h..].to_vec(),
+        (Mode::Gru, true) => get("bias_hh")[2 * h..].iter().map(|&b| flush(b)).collect(),
         (Mode::Gru, false) => vec![0.0; h],
         _ => Vec::new(),
     };

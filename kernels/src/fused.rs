@@ -21,14 +21,13 @@
 //! starts on the blocks still in cache from the previous one (measured on a 2 MiB-L2 Xeon: one
 //! stream of a 512-wide LSTM, 4 MiB of `W_hh`, ~1.4x faster a step; GRU, 3 MiB, ~1.5x).
 //!
-//! Denormals: the kernels leave MXCSR alone (no FTZ/DAZ), so every result is what IEEE gradual
-//! underflow gives and nothing depends on a thread's floating-point mode. Measured on the Zen 3
-//! this was tuned on: an `h_prev` of denormals (every FMA then produces a denormal) runs the
-//! AVX2 LSTM step at H256 B1/B4 as fast as normal values; AMD cores handle denormals in
-//! hardware. Intel cores take microcode assists on denormal results instead; should that matter,
-//! flushing the recurrent state (`h`, `c`) below `f32::MIN_POSITIVE` to zero in the epilogues
-//! would change outputs by less than 1.2e-38 (far inside SPEC §4), and is cheaper and more local
-//! than switching MXCSR around every step.
+//! Denormals: every state a kernel stores (`h`, `c`, the projection's output) is flushed to
+//! `±0` where it would be denormal ([`crate::denormal`]): on Intel cores a product with a
+//! denormal operand takes a microcode assist (an LSTM step at H256 with a denormal `h` ran ~60x
+//! slower on this project's Xeon), and a state that decays towards zero would feed them to
+//! every later step. The kernels leave MXCSR alone (the language assumes its default), so
+//! the flush is in the data; it changes a value by less than `f32::MIN_POSITIVE`, the same on
+//! every tier.
 //!
 //! Tails: the last block's padding units have zero weights and are never read from `xp` or
 //! written to the outputs (partial loads and stores through a small stack buffer); rows that do
@@ -36,6 +35,7 @@
 
 use std::ops::Range;
 
+use crate::denormal::flush_lanes;
 use crate::pack::{PackedMatrix, BLOCK};
 use crate::simd::rows::Rows;
 use crate::simd::Simd;
@@ -495,8 +495,8 @@ impl<S: Simd> Epilogue<S, 4> for LstmCell<'_> {
         let f = sigmoid(w, pre[1]);
         let g = tanh(w, pre[2]);
         let o = sigmoid(w, pre[3]);
-        let c_new = w.mul_add(f, c, w.mul(i, g));
-        let h_new = w.mul(o, tanh(w, c_new));
+        let c_new = flush_lanes(w, w.mul_add(f, c, w.mul(i, g)));
+        let h_new = flush_lanes(w, w.mul(o, tanh(w, c_new)));
         for r in 0..N {
             let at = (r0 + r) * self.nu + (u - self.u_begin);
             s.store_partial(c_new[r], &mut self.c[at..at + n]);
@@ -621,7 +621,7 @@ impl<S: Simd> Epilogue<S, 3> for GruCell<'_> {
         let rg = sigmoid(w, pr);
         let z = sigmoid(w, pz);
         let nn = tanh(w, w.mul_add(rg, hn, xn));
-        let h_new = w.mul_add(z, hp, w.mul(w.sub(w.splat(1.0), z), nn));
+        let h_new = flush_lanes(w, w.mul_add(z, hp, w.mul(w.sub(w.splat(1.0), z), nn)));
         for (r, h_new) in h_new.into_iter().enumerate() {
             let at = (r0 + r) * self.nu + (u - self.u_begin);
             s.store_partial(h_new, &mut self.h_out[at..at + n]);
@@ -717,10 +717,13 @@ impl<S: Simd> Epilogue<S, 1> for RnnCell<'_> {
             let at = (r0 + r) * self.h + u;
             *pre = s.add(s.load_partial(&self.xp[at..at + n]), acc[r][0]);
         }
-        let y = match self.act {
-            Activation::Tanh => tanh(w, pre),
-            Activation::Relu => relu(w, pre),
-        };
+        let y = flush_lanes(
+            w,
+            match self.act {
+                Activation::Tanh => tanh(w, pre),
+                Activation::Relu => relu(w, pre),
+            },
+        );
         for (r, y) in y.into_iter().enumerate() {
             let at = (r0 + r) * self.nu + (u - self.u_begin);
             s.store_partial(y, &mut self.h_out[at..at + n]);
@@ -799,7 +802,7 @@ impl<S: Simd> Epilogue<S, 1> for ProjectOut<'_> {
     fn apply<const N: usize>(&mut self, s: S, r0: usize, u: usize, n: usize, acc: [[S::V; 1]; N]) {
         for (r, acc) in acc.into_iter().enumerate() {
             let at = (r0 + r) * self.nu + (u - self.u_begin);
-            s.store_partial(acc[0], &mut self.out[at..at + n]);
+            s.store_partial(flush_lanes(s, acc[0]), &mut self.out[at..at + n]);
         }
     }
 }

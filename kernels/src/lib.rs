@@ -12,11 +12,14 @@
 //!   (portable on `wide`, AVX2+FMA, AVX-512); `vecmath`: `exp`, `sigmoid`, `tanh` on it;
 //!   `fused`: the step kernels written once over it; `matmul`: the register-blocked input
 //!   projection; `tiers`: their per-tier instantiations.
+//! - [`denormal`]: denormal values flushed to zero in the data (weights at packing, stored
+//!   states in the step kernels, the engine's inputs): they cost Intel cores microcode assists.
 //! - [`gemm`]: `gemm_nt` over `matrixmultiply`, the baseline the input projection is benched
 //!   against.
 //! - [`reference`](mod@reference): the plain scalar twins of every kernel, the oracle of the property tests.
 #![deny(missing_docs)]
 
+pub mod denormal;
 mod fused;
 pub mod gemm;
 pub mod isa;

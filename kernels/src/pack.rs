@@ -2,6 +2,8 @@
 
 use aligned_vec::{AVec, ConstAlign};
 
+use crate::denormal::flush;
+
 /// Hidden units per packed block: one AVX-512 vector, two AVX2 vectors.
 pub const BLOCK: usize = 16;
 
@@ -37,7 +39,8 @@ pub struct PackedMatrix {
 }
 
 impl PackedMatrix {
-    /// Packs `w`, a row-major `(gates * rows, cols)` matrix.
+    /// Packs `w`, a row-major `(gates * rows, cols)` matrix, its denormal values flushed to
+    /// `±0` (see [`crate::denormal`]: they would slow every product they enter).
     ///
     /// # Panics
     /// If `w.len() != gates * rows * cols` (callers validate shapes before packing).
@@ -58,7 +61,7 @@ impl PackedMatrix {
                 for g in 0..gates {
                     let dst = ((j * gates + g) * cols + k) * BLOCK;
                     for u in 0..units {
-                        data[dst + u] = w[(g * rows + j * BLOCK + u) * cols + k];
+                        data[dst + u] = flush(w[(g * rows + j * BLOCK + u) * cols + k]);
                     }
                 }
             }

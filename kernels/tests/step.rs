@@ -13,7 +13,10 @@
 //!   exact sum (`γ(n) = n u / (1 - n u)`, `u = 2^-24`; recursive summation of rounded products);
 //! - activations: a fast one is within 2 ULP (`tests/activation.rs`), a reference within 4 ULP
 //!   except below `f32::MIN_POSITIVE`; their derivatives are at most 1/4 (σ) and 1 (tanh);
-//! - every further `+`, `*` rounds once on each side (1 ULP of the result each).
+//! - every further `+`, `*` rounds once on each side (1 ULP of the result each);
+//! - every value a kernel stores (`h`, `c`, the projection's output) is flushed to `±0` where it
+//!   would be denormal (`recur_kernels::denormal`), which the references do not do: up to
+//!   `f32::MIN_POSITIVE` more on each stored value.
 //!
 //! The bound propagates through the cell formulas with those rules (first order plus the
 //! cross terms). With weights of moderate size it comes to a few 1e-7 absolute, so the test
@@ -160,10 +163,15 @@ fn case(square: bool) -> impl Strategy<Value = Case> {
 fn assert_close(tier: &str, what: &str, c: &Case, got: &[f32], want: &[E], reference: &[f32]) {
     for (i, ((&g, w), &r)) in got.iter().zip(want).zip(reference).enumerate() {
         let diff = (f64::from(g) - f64::from(r)).abs();
+        // The kernel's store flushes a denormal; the reference keeps it.
+        let bound = w.e + f64::from(f32::MIN_POSITIVE);
         assert!(
-            diff <= w.e,
-            "[{tier}] {what}[{i}] = {g:e}, reference {r:e}: |diff| {diff:e} > bound {:e} ({c:?})",
-            w.e
+            diff <= bound,
+            "[{tier}] {what}[{i}] = {g:e}, reference {r:e}: |diff| {diff:e} > bound {bound:e} ({c:?})"
+        );
+        assert!(
+            !g.is_subnormal(),
+            "[{tier}] {what}[{i}] = {g:e} was stored denormal ({c:?})"
         );
     }
 }
@@ -537,4 +545,98 @@ fn tiled_batches_match_reference() {
             rnn_check(tier, k, &c, Activation::Tanh);
         }
     }
+}
+
+/// Denormal states cost Intel cores a microcode assist on every product they enter (an LSTM
+/// step ~60x slower, measured), so the kernels flush every value they store to `±0` where it
+/// would be denormal, keeping its sign, on every tier; normal values pass unchanged.
+#[test]
+fn stored_states_are_flushed_to_signed_zero() {
+    let (h, rows) = (37, 5);
+    let tiny = f32::MIN_POSITIVE / 4.0;
+    // Zero weights: each stored value is exactly what the cell makes of `xp` alone.
+    let zeros = |g: usize| PackedMatrix::pack(&vec![0.0; g * h * h], g, h, h);
+    let (w1, w3, w4) = (zeros(1), zeros(3), zeros(4));
+    let h_prev = vec![0.0f32; rows * h];
+    // RNN (ReLU): pre-activations of denormals (either sign) and of normal values.
+    let xp: Vec<f32> = (0..rows * h)
+        .map(|i| match i % 3 {
+            0 => tiny,
+            1 => -tiny,
+            _ => 0.75,
+        })
+        .collect();
+    for (tier, k) in common::tiers() {
+        let mut out = vec![f32::NAN; rows * h];
+        (k.rnn_step)(&w1, Activation::Relu, &xp, &h_prev, &mut out, rows);
+        for (i, (&o, &x)) in out.iter().zip(&xp).enumerate() {
+            let want = if x == 0.75 { 0.75 } else { 0.0 };
+            assert_eq!(
+                o.to_bits(),
+                f32::to_bits(want),
+                "[{tier}] rnn relu h[{i}] of {x:e}"
+            );
+        }
+        // tanh keeps a denormal input's sign: tanh(±tiny) = ±tiny, stored as ±0.
+        (k.rnn_step)(&w1, Activation::Tanh, &xp, &h_prev, &mut out, rows);
+        for (i, (&o, &x)) in out.iter().zip(&xp).enumerate() {
+            if x != 0.75 {
+                assert_eq!(
+                    o.to_bits(),
+                    0.0f32.copysign(x).to_bits(),
+                    "[{tier}] rnn tanh h[{i}]"
+                );
+            } else {
+                assert!(o > 0.6, "[{tier}] rnn tanh h[{i}] = {o}");
+            }
+        }
+        // GRU: n = tanh(xp_n), z = σ(0) = 1/2, h_prev = 0: h' = n / 2, denormal for tiny xp_n.
+        let mut xp3 = vec![0.0f32; rows * 3 * h];
+        for r in 0..rows {
+            xp3[r * 3 * h + 2 * h..(r + 1) * 3 * h].copy_from_slice(&xp[r * h..(r + 1) * h]);
+        }
+        (k.gru_step)(&w3, &vec![0.0; h], &xp3, &h_prev, &mut out, rows);
+        assert!(
+            out.iter().all(|v| !v.is_subnormal()),
+            "[{tier}] gru stored a denormal"
+        );
+        // LSTM: c' = f c + i g with c = 0: tiny for tiny g; h' = o tanh(c') likewise.
+        let mut xp4 = vec![0.0f32; rows * 4 * h];
+        for r in 0..rows {
+            xp4[r * 4 * h + 2 * h..r * 4 * h + 3 * h].copy_from_slice(&xp[r * h..(r + 1) * h]);
+        }
+        let mut c = vec![0.0f32; rows * h];
+        (k.lstm_step)(&w4, &xp4, &h_prev, &mut c, &mut out, rows);
+        for (i, (&cv, &x)) in c.iter().zip(&xp).enumerate() {
+            assert!(
+                !cv.is_subnormal() && !out[i].is_subnormal(),
+                "[{tier}] lstm [{i}]"
+            );
+            if x != 0.75 {
+                assert_eq!(
+                    cv.to_bits(),
+                    0.0f32.copysign(x).to_bits(),
+                    "[{tier}] lstm c[{i}]"
+                );
+            }
+        }
+    }
+}
+
+/// Denormal weights are packed as `±0`, normal ones unchanged.
+#[test]
+fn packing_flushes_denormal_weights() {
+    let w = [
+        1.5f32,
+        f32::MIN_POSITIVE / 2.0,
+        -f32::MIN_POSITIVE / 8.0,
+        -2.0,
+    ];
+    let p = PackedMatrix::pack(&w, 1, 4, 1);
+    let got: Vec<u32> = p.data()[..4].iter().map(|v| v.to_bits()).collect();
+    let want: Vec<u32> = [1.5f32, 0.0, -0.0, -2.0]
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
+    assert_eq!(got, want);
 }
