@@ -35,7 +35,6 @@
 
 use std::ops::Range;
 
-use crate::denormal::flush_lanes;
 use crate::pack::{PackedMatrix, BLOCK};
 use crate::simd::rows::Rows;
 use crate::simd::Simd;
@@ -495,8 +494,8 @@ impl<S: Simd> Epilogue<S, 4> for LstmCell<'_> {
         let f = sigmoid(w, pre[1]);
         let g = tanh(w, pre[2]);
         let o = sigmoid(w, pre[3]);
-        let c_new = flush_lanes(w, w.mul_add(f, c, w.mul(i, g)));
-        let h_new = flush_lanes(w, w.mul(o, tanh(w, c_new)));
+        let c_new = w.flush_denormals(w.mul_add(f, c, w.mul(i, g)));
+        let h_new = w.flush_denormals(w.mul(o, tanh(w, c_new)));
         for r in 0..N {
             let at = (r0 + r) * self.nu + (u - self.u_begin);
             s.store_partial(c_new[r], &mut self.c[at..at + n]);
@@ -621,7 +620,7 @@ impl<S: Simd> Epilogue<S, 3> for GruCell<'_> {
         let rg = sigmoid(w, pr);
         let z = sigmoid(w, pz);
         let nn = tanh(w, w.mul_add(rg, hn, xn));
-        let h_new = flush_lanes(w, w.mul_add(z, hp, w.mul(w.sub(w.splat(1.0), z), nn)));
+        let h_new = w.flush_denormals(w.mul_add(z, hp, w.mul(w.sub(w.splat(1.0), z), nn)));
         for (r, h_new) in h_new.into_iter().enumerate() {
             let at = (r0 + r) * self.nu + (u - self.u_begin);
             s.store_partial(h_new, &mut self.h_out[at..at + n]);
@@ -717,13 +716,10 @@ impl<S: Simd> Epilogue<S, 1> for RnnCell<'_> {
             let at = (r0 + r) * self.h + u;
             *pre = s.add(s.load_partial(&self.xp[at..at + n]), acc[r][0]);
         }
-        let y = flush_lanes(
-            w,
-            match self.act {
-                Activation::Tanh => tanh(w, pre),
-                Activation::Relu => relu(w, pre),
-            },
-        );
+        let y = w.flush_denormals(match self.act {
+            Activation::Tanh => tanh(w, pre),
+            Activation::Relu => relu(w, pre),
+        });
         for (r, y) in y.into_iter().enumerate() {
             let at = (r0 + r) * self.nu + (u - self.u_begin);
             s.store_partial(y, &mut self.h_out[at..at + n]);
@@ -802,7 +798,7 @@ impl<S: Simd> Epilogue<S, 1> for ProjectOut<'_> {
     fn apply<const N: usize>(&mut self, s: S, r0: usize, u: usize, n: usize, acc: [[S::V; 1]; N]) {
         for (r, acc) in acc.into_iter().enumerate() {
             let at = (r0 + r) * self.nu + (u - self.u_begin);
-            s.store_partial(flush_lanes(s, acc[0]), &mut self.out[at..at + n]);
+            s.store_partial(s.flush_denormals(acc[0]), &mut self.out[at..at + n]);
         }
     }
 }

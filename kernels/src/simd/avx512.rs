@@ -145,6 +145,15 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_mask_blend_ps(m, f, t) }
     }
     #[inline(always)]
+    fn flush_denormals(self, a: __m512) -> __m512 {
+        // `vfpclassps` class 0x20 is "denormal": those lanes keep only their sign bit.
+        // SAFETY: see the impl comment (`vfpclassps` is AVX-512DQ, checked by the token).
+        unsafe {
+            let tiny = _mm512_fpclass_ps_mask::<0x20>(a);
+            _mm512_mask_and_ps(a, tiny, a, _mm512_set1_ps(-0.0))
+        }
+    }
+    #[inline(always)]
     fn round(self, a: __m512) -> __m512 {
         // SAFETY: see the impl comment.
         unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }

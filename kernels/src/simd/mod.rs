@@ -100,6 +100,14 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     /// `m ? t : f` per lane.
     fn select(self, m: Self::M, t: Self::V, f: Self::V) -> Self::V;
 
+    /// `a` where it is not denormal, else `±0` with its sign (`crate::denormal::flush` per
+    /// lane): a compare and a select, or one classification where the tier has it.
+    #[inline(always)]
+    fn flush_denormals(self, a: Self::V) -> Self::V {
+        let tiny = self.lt(self.abs(a), self.splat(f32::MIN_POSITIVE));
+        self.select(tiny, self.or_sign(self.zero(), a), a)
+    }
+
     /// Rounds to the nearest integer, ties to even (for `|a| < 2^22`).
     fn round(self, a: Self::V) -> Self::V;
     /// `x * 2^n` rounded once, for `n` integral in `[-150, 128]` and `x` in `[0.5, 2]`: results

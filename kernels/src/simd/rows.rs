@@ -105,6 +105,10 @@ unsafe impl<S: Simd, const N: usize> Simd for Rows<S, N> {
         lanes_of!(self, t[0], N, |i| self.0.select(m[i], t[i], f[i]))
     }
     #[inline(always)]
+    fn flush_denormals(self, a: Self::V) -> Self::V {
+        lanes_of!(self, a[0], N, |i| self.0.flush_denormals(a[i]))
+    }
+    #[inline(always)]
     fn round(self, a: Self::V) -> Self::V {
         lanes_of!(self, a[0], N, |i| self.0.round(a[i]))
     }
