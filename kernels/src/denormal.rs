@@ -2,7 +2,7 @@
 //!
 //! On Intel cores a multiply or FMA with a denormal operand or result takes a microcode
 //! assist: measured on a Xeon (this project's AVX-512 machine), an LSTM step at H256 whose
-//! `h` is denormal ran ~60x slower (12 us -> 730 us), the input projection of a denormal input
+//! `h` is denormal ran ~60x slower (~10 us -> 730 us), the input projection of a denormal input
 //! ~200x. The hardware's flush modes (MXCSR FTZ/DAZ) cannot be used from Rust: the language
 //! assumes the default floating-point environment, and changing it is undefined behaviour.
 //! So recur keeps denormals out of the kernels' operands instead:
