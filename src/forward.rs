@@ -811,6 +811,9 @@ impl Sizes {
     }
 }
 
+/// A finished chunk's output rows `y`, final `c` and `h_n`, in loop order.
+type ChunkResults<'a> = (&'a [f32], &'a [f32], &'a [f32]);
+
 /// One batch chunk's share of a direction's scratch arena.
 struct Chunk<'s> {
     row0: usize,
@@ -848,7 +851,7 @@ impl<'s> Chunk<'s> {
     }
 
     /// The read-only view of a finished chunk: `(y, c, h_n)`.
-    fn results(region: &'s [f32], rows: usize, sz: &Sizes) -> (&'s [f32], &'s [f32], &'s [f32]) {
+    fn results(region: &'s [f32], rows: usize, sz: &Sizes) -> ChunkResults<'s> {
         let y0 = rows * (sz.x + sz.xp);
         let c0 = y0 + rows * (sz.y + sz.state + sz.h_full);
         let hn0 = c0 + rows * sz.c;
@@ -1395,6 +1398,20 @@ fn append_outputs(plan: &Plan<'_>, sz: &Sizes, arenas: &[&[f32]], dest: &mut Vec
     }
 }
 
+/// The chunks of a direction's arena, in batch order: `(row0, rows, (y, c, h_n))` of each.
+fn chunk_results<'a>(
+    plan: &'a Plan<'_>,
+    sz: &'a Sizes,
+    arena: &'a [f32],
+) -> impl Iterator<Item = (usize, usize, ChunkResults<'a>)> + 'a {
+    let per_row = sz.per_row();
+    (0..plan.batch).step_by(plan.chunk_rows).map(move |row0| {
+        let rows = plan.chunk_rows.min(plan.batch - row0);
+        let region = &arena[row0 * per_row..(row0 + rows) * per_row];
+        (row0, rows, Chunk::results(region, rows, sz))
+    })
+}
+
 /// Writes a direction's loop-order output rows into `dest` at column `col`, in `dest_layout`
 /// (positions past a sequence's length are left as they are: zero).
 fn scatter_outputs(
@@ -1406,14 +1423,8 @@ fn scatter_outputs(
     dest: &mut [f32],
     dest_layout: SeqLayout,
 ) {
-    let n = plan.batch;
     let h_out = sz.h_out;
-    let per_row = sz.per_row();
-    let mut row0 = 0;
-    while row0 < n {
-        let rows = plan.chunk_rows.min(n - row0);
-        let region = &arena[row0 * per_row..(row0 + rows) * per_row];
-        let (y, _, _) = Chunk::results(region, rows, sz);
+    for (row0, rows, (y, _, _)) in chunk_results(plan, sz, arena) {
         for (r, &b) in plan.order[row0..row0 + rows].iter().enumerate() {
             for step in 0..plan.lengths[b] {
                 let t = time_of(plan, reverse, step, b);
@@ -1421,28 +1432,20 @@ fn scatter_outputs(
                     .copy_from_slice(&y[(step * rows + r) * h_out..][..h_out]);
             }
         }
-        row0 += rows;
     }
 }
 
 /// Writes a direction's final states into `h_n` `(N, H_out)` and `c_n` `(N, H)`, in batch
 /// order.
 fn gather_states(plan: &Plan<'_>, sz: &Sizes, arena: &[f32], h_n: &mut [f32], c_n: &mut [f32]) {
-    let n = plan.batch;
     let (h_out, hc) = (sz.h_out, sz.c);
-    let per_row = sz.per_row();
-    let mut row0 = 0;
-    while row0 < n {
-        let rows = plan.chunk_rows.min(n - row0);
-        let region = &arena[row0 * per_row..(row0 + rows) * per_row];
-        let (_, c, hn) = Chunk::results(region, rows, sz);
+    for (row0, rows, (_, c, hn)) in chunk_results(plan, sz, arena) {
         for (r, &b) in plan.order[row0..row0 + rows].iter().enumerate() {
             h_n[b * h_out..(b + 1) * h_out].copy_from_slice(&hn[r * h_out..(r + 1) * h_out]);
             if hc > 0 {
                 c_n[b * hc..(b + 1) * hc].copy_from_slice(&c[r * hc..(r + 1) * hc]);
             }
         }
-        row0 += rows;
     }
 }
 

@@ -207,21 +207,7 @@ fn block_tile<
         // to the epilogue, with no stack array of sums between them (the common case; the
         // array's zeroing alone was a memset call on the AVX-512 tiles).
         let acc = accumulate::<S, G, GP, R, NV, JB>(s, wb, h, (0, 0));
-        for b in 0..JB {
-            for v in 0..NV {
-                let u = (j + b) * BLOCK + v * S::LANES;
-                if u >= units {
-                    break;
-                }
-                let mut gates = [[s.zero(); G]; R];
-                for (gates_r, acc_r) in gates.iter_mut().zip(&acc) {
-                    for (gate, acc_g) in gates_r.iter_mut().zip(&acc_r[b]) {
-                        *gate = acc_g[v];
-                    }
-                }
-                epilogue.apply::<R>(s, r0, u, S::LANES.min(units - u), gates);
-            }
-        }
+        hand_off::<S, G, R, JB, GP, NV>(s, &acc, (j, vectors, units), r0, epilogue);
         return;
     }
     let mut sums = [[[[s.zero(); MAX_VECTORS]; G]; JB]; R];
@@ -245,6 +231,27 @@ fn block_tile<
         }
         v0 += NV;
     }
+    hand_off::<S, G, R, JB, G, MAX_VECTORS>(s, &sums, (j, vectors, units), r0, epilogue);
+}
+
+/// Hands the gate sums of the rows `r0..r0 + R` (`sums[r][b][g][v]`: block `j + b`, gate `g <
+/// G`, unit vector `v < vectors`) to the epilogue, vector by vector, for the vectors that hold
+/// real units (`units` in all).
+#[inline(always)]
+fn hand_off<
+    S: Simd,
+    const G: usize,
+    const R: usize,
+    const JB: usize,
+    const GX: usize,
+    const NVX: usize,
+>(
+    s: S,
+    sums: &[[[[S::V; NVX]; GX]; JB]; R],
+    (j, vectors, units): (usize, usize, usize),
+    r0: usize,
+    epilogue: &mut impl Epilogue<S, G>,
+) {
     for b in 0..JB {
         for v in 0..vectors {
             let u = (j + b) * BLOCK + v * S::LANES;
@@ -252,7 +259,7 @@ fn block_tile<
                 break;
             }
             let mut gates = [[s.zero(); G]; R];
-            for (gates_r, sums_r) in gates.iter_mut().zip(&sums) {
+            for (gates_r, sums_r) in gates.iter_mut().zip(sums) {
                 for (gate, sum) in gates_r.iter_mut().zip(&sums_r[b]) {
                     *gate = sum[v];
                 }
