@@ -30,8 +30,9 @@
 //! every tier.
 //!
 //! Tails: the last block's padding units have zero weights and are never read from `xp` or
-//! written to the outputs (partial loads and stores through a small stack buffer); rows that do
-//! not fill a tile of `R` run one at a time.
+//! written to the outputs (partial loads and stores: masked on AVX-512, through a small stack
+//! buffer elsewhere); the 2 to `R - 1` rows that the row tiles leave run as one smaller tile, a
+//! single row left alone (see [`run`]).
 
 use std::ops::Range;
 
