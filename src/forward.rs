@@ -1044,47 +1044,27 @@ fn run_steps(kernels: &Kernels, w: &DirectionWeights, plan: &Plan<'_>, ch: &mut 
         let h_next = &mut rest[..active * h_out];
         // Alternate the block order, so each step starts on the weights still in cache.
         let bo = BlockOrder::for_step(s);
-        match g {
-            4 => match &w.w_hr {
-                Some(w_hr) => {
-                    (kernels.lstm_step_blocks)(
-                        &w.w_hh,
-                        xp,
-                        h_prev,
-                        ch.c,
-                        ch.h_full,
-                        active,
-                        blocks.clone(),
-                        bo,
-                    );
-                    (kernels.project_blocks)(w_hr, ch.h_full, h_next, active, 0..proj_blocks, bo);
-                }
-                None => (kernels.lstm_step_blocks)(
-                    &w.w_hh,
+        match &w.w_hr {
+            Some(w_hr) => {
+                cell_step(
+                    kernels,
+                    w,
                     xp,
                     h_prev,
                     ch.c,
-                    h_next,
+                    ch.h_full,
                     active,
                     blocks.clone(),
                     bo,
-                ),
-            },
-            3 => (kernels.gru_step_blocks)(
-                &w.w_hh,
-                &w.b_hn,
+                );
+                (kernels.project_blocks)(w_hr, ch.h_full, h_next, active, 0..proj_blocks, bo);
+            }
+            None => cell_step(
+                kernels,
+                w,
                 xp,
                 h_prev,
-                h_next,
-                active,
-                blocks.clone(),
-                bo,
-            ),
-            _ => (kernels.rnn_step_blocks)(
-                &w.w_hh,
-                w.activation(),
-                xp,
-                h_prev,
+                ch.c,
                 h_next,
                 active,
                 blocks.clone(),
@@ -1092,6 +1072,31 @@ fn run_steps(kernels: &Kernels, w: &DirectionWeights, plan: &Plan<'_>, ch: &mut 
             ),
         }
         keep_final(plan, order, s, active, h_out, h_next, ch.h_n);
+    }
+}
+
+/// One step of the mode's cell for the units of `blocks` (an LSTM's before its projection):
+/// `out` `(rows, nu)` gets the new state, an LSTM's `c` `(rows, nu)` is updated in place (other
+/// modes ignore it). Shared by the single-thread and the split step loops.
+#[allow(clippy::too_many_arguments)]
+fn cell_step(
+    kernels: &Kernels,
+    w: &DirectionWeights,
+    xp: &[f32],
+    h_prev: &[f32],
+    c: &mut [f32],
+    out: &mut [f32],
+    rows: usize,
+    blocks: Range<usize>,
+    bo: BlockOrder,
+) {
+    match w.w_hh.gates() {
+        4 => (kernels.lstm_step_blocks)(&w.w_hh, xp, h_prev, c, out, rows, blocks, bo),
+        3 => (kernels.gru_step_blocks)(&w.w_hh, &w.b_hn, xp, h_prev, out, rows, blocks, bo),
+        _ => {
+            let act = w.activation();
+            (kernels.rnn_step_blocks)(&w.w_hh, act, xp, h_prev, out, rows, blocks, bo)
+        }
     }
 }
 
@@ -1317,38 +1322,17 @@ impl SplitShared<'_, '_> {
             // Alternate the block order, so each step starts on the weights of this thread's
             // share still in its core's cache.
             let bo = BlockOrder::for_step(s);
-            match g {
-                4 => (kern.lstm_step_blocks)(
-                    &w.w_hh,
-                    xp,
-                    &h_prev,
-                    &mut c_part[..active * nu],
-                    out,
-                    active,
-                    blocks.clone(),
-                    bo,
-                ),
-                3 => (kern.gru_step_blocks)(
-                    &w.w_hh,
-                    &w.b_hn,
-                    xp,
-                    &h_prev,
-                    out,
-                    active,
-                    blocks.clone(),
-                    bo,
-                ),
-                _ => (kern.rnn_step_blocks)(
-                    &w.w_hh,
-                    w.activation(),
-                    xp,
-                    &h_prev,
-                    out,
-                    active,
-                    blocks.clone(),
-                    bo,
-                ),
-            }
+            cell_step(
+                kern,
+                w,
+                xp,
+                &h_prev,
+                &mut c_part,
+                out,
+                active,
+                blocks.clone(),
+                bo,
+            );
             match &proj {
                 Some((w_hr, pb, pu)) => {
                     self.full.write_columns(h, units.start, nu, active, out);
