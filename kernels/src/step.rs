@@ -102,6 +102,14 @@ pub enum BlockOrder {
 }
 
 impl BlockOrder {
+    /// The `i`-th of `n` units (`i < n`) visited in this order: `i`, or `n - 1 - i`.
+    pub(crate) fn visit(self, i: usize, n: usize) -> usize {
+        match self {
+            BlockOrder::Ascending => i,
+            BlockOrder::Descending => n - 1 - i,
+        }
+    }
+
     /// The order for loop step `s` of a sequence: ascending on even steps, descending on odd
     /// ones, so every step begins with the blocks the previous step read last.
     pub fn for_step(s: usize) -> BlockOrder {
