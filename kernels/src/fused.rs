@@ -10,7 +10,8 @@
 //!
 //! Every output element is computed by the same instruction sequence whatever the tile: the
 //! accumulator starts at `0`, takes one `mul_add(w[k], h[k], acc)` per `k = 0..K` in order, then
-//! the element-wise epilogue. So a row's result does not depend on `R`, `NV`, the number of rows
+//! the element-wise epilogue (a kernel that splits its sums, see [`accumulate`], does so in
+//! every tile: two accumulators, of the even and the odd `k`, added at the end). So a row's result does not depend on `R`, `NV`, the number of rows
 //! in the call, or the block range (SPEC §4: bit-identical for any batch split and thread count).
 //!
 //! The weights are read strictly in order within a block (each gate's `K x BLOCK` panel `k`
@@ -46,16 +47,19 @@ use crate::vecmath::{relu, sigmoid::sigmoid, tanh::tanh};
 const MAX_VECTORS: usize = BLOCK / 8;
 
 /// `W h` for part of `JB` consecutive blocks: `acc[r][b][g][v]` is block `b`, gate `g0 + g`,
-/// unit vector `v0 + v`, row `r`, summed over `k = 0..K` in order with one `mul_add` per term.
+/// unit vector `v0 + v`, row `r`, summed over `k = 0..K` in order with one `mul_add` per term;
+/// with `split`, as two sums, of the even and of the odd `k` (each in order), added at the end
+/// (`even + odd`).
 ///
 /// `wb` holds the `JB` packed blocks (`G` panels of `K * BLOCK` floats each, contiguous as in
 /// [`PackedMatrix`]), `h[r]` row `r` of `h_prev` (`K` floats). Several blocks per pass give a
 /// single row more independent accumulator chains (the FMA latency would bound a single block
-/// of one gate) without changing any element's order of operations.
+/// of one gate) without changing any element's order of operations; where a layer has too few
+/// blocks for that (a 64-unit RNN: 4 chains of 64 FMAs, ~4 cycles each), `split` halves every
+/// chain. Whether a kernel splits is fixed per kernel and tier (never per tile), so every
+/// element still takes the same operations whatever its tile.
 /// (No closures in the hot code: a closure is compiled without the caller's target features, so
 /// it must not be left un-inlined.)
-// `kk` indexes the `R` rows of `h` at once; an iterator per row would not make that clearer.
-#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn accumulate<
     S: Simd,
@@ -69,6 +73,7 @@ fn accumulate<
     wb: &[f32],
     h: [&[f32]; R],
     (g0, v0): (usize, usize),
+    split: bool,
 ) -> [[[[S::V; NV]; GP]; JB]; R] {
     let block_len = wb.len() / JB;
     let k = block_len / (G * BLOCK);
@@ -89,47 +94,86 @@ fn accumulate<
         h_k[r] = &h[r][..k];
     }
     let mut acc = [[[[s.zero(); NV]; GP]; JB]; R];
+    if !split {
+        for kk in 0..k {
+            acc = accumulate_k(s, &panels, &h_k, kk, v0, acc);
+        }
+        return acc;
+    }
+    let mut odd = [[[[s.zero(); NV]; GP]; JB]; R];
+    let mut kk = 0;
+    while kk + 1 < k {
+        acc = accumulate_k(s, &panels, &h_k, kk, v0, acc);
+        odd = accumulate_k(s, &panels, &h_k, kk + 1, v0, odd);
+        kk += 2;
+    }
+    if k % 2 == 1 {
+        acc = accumulate_k(s, &panels, &h_k, k - 1, v0, acc);
+    }
+    // Constant indices (no iterators over the arrays), so that they stay in registers.
+    for r in 0..R {
+        for b in 0..JB {
+            for g in 0..GP {
+                for v in 0..NV {
+                    acc[r][b][g][v] = s.add(acc[r][b][g][v], odd[r][b][g][v]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// The term `k = kk` of [`accumulate`]: `acc[r][b][g][v] += w[b][g][kk][v] * h[r][kk]`, one
+/// `mul_add` each.
+// `kk` indexes the `R` rows of `h` at once; an iterator per row would not make that clearer.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn accumulate_k<S: Simd, const GP: usize, const R: usize, const NV: usize, const JB: usize>(
+    s: S,
+    panels: &[[&[[f32; BLOCK]]; GP]; JB],
+    h_k: &[&[f32]; R],
+    kk: usize,
+    v0: usize,
+    mut acc: [[[[S::V; NV]; GP]; JB]; R],
+) -> [[[[S::V; NV]; GP]; JB]; R] {
     // Two orders of the same FMAs (each accumulator still takes its `k` in order): hold the
     // `R` broadcast rows in registers and stream the weight vectors through one, or hold the
     // tile's weight vectors and stream the rows. Whichever set is smaller stays live, so the
     // tile's accumulators and operands fit the registers without spilling (measured on AVX2:
     // a 3-row, 2-gate tile ran ~35% slower holding its 4 weight vectors, a 4-row, 1-gate tile
     // ~15% faster holding its 2).
-    let hold_weights = JB * GP * NV < R;
-    for kk in 0..k {
-        if hold_weights {
-            let mut wv = [[[s.zero(); NV]; GP]; JB];
+    if JB * GP * NV < R {
+        let mut wv = [[[s.zero(); NV]; GP]; JB];
+        for b in 0..JB {
+            for g in 0..GP {
+                let wk = &panels[b][g][kk];
+                for v in 0..NV {
+                    wv[b][g][v] = s.load(&wk[(v0 + v) * S::LANES..]);
+                }
+            }
+        }
+        for r in 0..R {
+            let hk = s.splat(h_k[r][kk]);
             for b in 0..JB {
                 for g in 0..GP {
-                    let wk = &panels[b][g][kk];
                     for v in 0..NV {
-                        wv[b][g][v] = s.load(&wk[(v0 + v) * S::LANES..]);
+                        acc[r][b][g][v] = s.mul_add(wv[b][g][v], hk, acc[r][b][g][v]);
                     }
                 }
             }
-            for r in 0..R {
-                let hk = s.splat(h_k[r][kk]);
-                for b in 0..JB {
-                    for g in 0..GP {
-                        for v in 0..NV {
-                            acc[r][b][g][v] = s.mul_add(wv[b][g][v], hk, acc[r][b][g][v]);
-                        }
-                    }
-                }
-            }
-        } else {
-            let mut hk = [s.zero(); R];
-            for r in 0..R {
-                hk[r] = s.splat(h_k[r][kk]);
-            }
-            for b in 0..JB {
-                for g in 0..GP {
-                    let wk = &panels[b][g][kk];
-                    for v in 0..NV {
-                        let wv = s.load(&wk[(v0 + v) * S::LANES..]);
-                        for r in 0..R {
-                            acc[r][b][g][v] = s.mul_add(wv, hk[r], acc[r][b][g][v]);
-                        }
+        }
+    } else {
+        let mut hk = [s.zero(); R];
+        for r in 0..R {
+            hk[r] = s.splat(h_k[r][kk]);
+        }
+        for b in 0..JB {
+            for g in 0..GP {
+                let wk = &panels[b][g][kk];
+                for v in 0..NV {
+                    let wv = s.load(&wk[(v0 + v) * S::LANES..]);
+                    for r in 0..R {
+                        acc[r][b][g][v] = s.mul_add(wv, hk[r], acc[r][b][g][v]);
                     }
                 }
             }
@@ -140,6 +184,9 @@ fn accumulate<
 
 /// The element-wise end of a step kernel, applied to one vector of accumulated gates.
 trait Epilogue<S: Simd, const G: usize> {
+    /// Whether the kernel sums over `k` in two halves, even and odd (see [`accumulate`]).
+    const SPLIT_K: bool = false;
+
     /// Finishes rows `r0..r0 + N`, units `u..u + n` (`n <= LANES`), from their gate sums
     /// (`acc[r][g]`). The rows are independent: their arithmetic runs on [`Rows`], which
     /// interleaves the `N` dependency chains instruction by instruction (an activation is a
@@ -155,6 +202,12 @@ trait Epilogue<S: Simd, const G: usize> {
     fn prefetch(&self, s: S, r: usize, u: usize, n: usize) {
         let _ = (s, r, u, n);
     }
+}
+
+/// [`Epilogue::SPLIT_K`] of `epilogue`'s type.
+#[inline(always)]
+fn split_k<S: Simd, const G: usize, E: Epilogue<S, G>>(_: &E) -> bool {
+    E::SPLIT_K
 }
 
 /// Accumulates the `JB` blocks from `j` for the rows `r0..r0 + R` in passes over `GP` gates and
@@ -207,7 +260,7 @@ fn block_tile<
         // One pass covers every gate and vector of the blocks: its accumulators go straight
         // to the epilogue, with no stack array of sums between them (the common case; the
         // array's zeroing alone was a memset call on the AVX-512 tiles).
-        let acc = accumulate::<S, G, GP, R, NV, JB>(s, wb, h, (0, 0));
+        let acc = accumulate::<S, G, GP, R, NV, JB>(s, wb, h, (0, 0), split_k(epilogue));
         hand_off::<S, G, R, JB, GP, NV>(s, &acc, (j, vectors, units), r0, epilogue);
         return;
     }
@@ -216,7 +269,7 @@ fn block_tile<
     while v0 < vectors {
         let mut g0 = 0;
         while g0 < G {
-            let acc = accumulate::<S, G, GP, R, NV, JB>(s, wb, h, (g0, v0));
+            let acc = accumulate::<S, G, GP, R, NV, JB>(s, wb, h, (g0, v0), split_k(epilogue));
             for r in 0..R {
                 for b in 0..JB {
                     for g in 0..GP {
@@ -719,8 +772,9 @@ pub(crate) fn gru_step_blocks<
     );
 }
 
-/// The RNN epilogue: `h' = act(xp + acc)`.
-struct RnnCell<'a> {
+/// The RNN epilogue: `h' = act(xp + acc)`; `SPLIT`: the sums over `k` in two halves (see
+/// [`accumulate`]).
+struct RnnCell<'a, const SPLIT: bool> {
     /// `(rows, H)`.
     xp: &'a [f32],
     /// `(rows, nu)`.
@@ -734,7 +788,9 @@ struct RnnCell<'a> {
     nu: usize,
 }
 
-impl<S: Simd> Epilogue<S, 1> for RnnCell<'_> {
+impl<S: Simd, const SPLIT: bool> Epilogue<S, 1> for RnnCell<'_, SPLIT> {
+    const SPLIT_K: bool = SPLIT;
+
     #[inline(always)]
     fn apply<const N: usize>(&mut self, s: S, r0: usize, u: usize, n: usize, acc: [[S::V; 1]; N]) {
         let w = Rows::<S, N>(s);
@@ -765,6 +821,7 @@ impl<S: Simd> Epilogue<S, 1> for RnnCell<'_> {
 #[inline(always)]
 pub(crate) fn rnn_step_blocks<
     S: Simd,
+    const SPLIT: bool,
     const R: usize,
     const GPR: usize,
     const NVR: usize,
@@ -797,7 +854,7 @@ pub(crate) fn rnn_step_blocks<
         rows,
         &blocks,
     );
-    let mut cell = RnnCell {
+    let mut cell = RnnCell::<SPLIT> {
         xp,
         h_out,
         act,

@@ -30,7 +30,8 @@ use crate::vecmath::{sigmoid::sigmoid, tanh::tanh};
 /// in passes of `GP` gates and `NV` unit vectors, row tiles of `RB` rows (`0`: none) in passes
 /// of `GPB` gates and `NVB` vectors for the rows `R` leaves over (see `fused::row_tiles`), both
 /// over `JBR` blocks at once; single rows in passes of `GP1` gates and `NV1` vectors over `JB1`
-/// blocks at once (see `fused::run`). The input
+/// blocks at once (see `fused::run`); the RNN's `split_k`: its sums over `k` in two halves
+/// (even and odd `k`, see `fused::accumulate`), for every tile of the tier. The input
 /// projection's are `(MR, JB, NV, JB1, kc, a_floats)`: tiles of `MR` rows by `JB` blocks of
 /// `NV` vectors, a call of a single row in tiles of `JB1` blocks, `k` chunks of at most `kc`,
 /// row chunks whose inputs hold about `a_floats` floats (see `matmul::input_projection`).
@@ -43,7 +44,7 @@ macro_rules! tier {
         features: [$(#[$tf:meta])*];
         lstm: ($lr:literal, $lgr:literal, $lnvr:literal, $lrb:literal, $lgb:literal, $lnvb:literal, $ljbr:literal, $lg1:literal, $lnv1:literal, $ljb:literal);
         gru: ($gr:literal, $ggr:literal, $gnvr:literal, $grb:literal, $ggb:literal, $gnvb:literal, $gjbr:literal, $gg1:literal, $gnv1:literal, $gjb:literal);
-        rnn: ($rr:literal, $rgr:literal, $rnvr:literal, $rrb:literal, $rgb:literal, $rnvb:literal, $rjbr:literal, $rg1:literal, $rnv1:literal, $rjb:literal);
+        rnn: ($rr:literal, $rgr:literal, $rnvr:literal, $rrb:literal, $rgb:literal, $rnvb:literal, $rjbr:literal, $rg1:literal, $rnv1:literal, $rjb:literal, split_k: $rks:literal);
         project: ($pr:literal, $pgr:literal, $pnvr:literal, $prb:literal, $pgb:literal, $pnvb:literal, $pjbr:literal, $pg1:literal, $pnv1:literal, $pjb:literal);
         input_projection: ($imr:literal, $ijb:literal, $inv:literal, $ijb1:literal, $ikc:literal, $imc:literal);
     ) => {
@@ -111,7 +112,7 @@ macro_rules! tier {
                 blocks: Range<usize>,
                 order: BlockOrder,
             ) {
-                fused::rnn_step_blocks::<$tok, $rr, $rgr, $rnvr, $rrb, $rgb, $rnvb, $rjbr, $rg1, $rnv1, $rjb>(
+                fused::rnn_step_blocks::<$tok, $rks, $rr, $rgr, $rnvr, $rrb, $rgb, $rnvb, $rjbr, $rg1, $rnv1, $rjb>(
                     s, w, act, xp, h_prev, h_out, rows, blocks, order,
                 )
             }
@@ -301,7 +302,7 @@ tier! {
     features: [];
     lstm: (2, 2, 1, 0, 0, 0, 1, 4, 1, 1);
     gru: (2, 3, 1, 0, 0, 0, 1, 3, 1, 1);
-    rnn: (4, 1, 1, 0, 0, 0, 1, 1, 1, 2);
+    rnn: (4, 1, 1, 0, 0, 0, 1, 1, 1, 2, split_k: false);
     project: (4, 1, 1, 0, 0, 0, 1, 1, 1, 2);
     input_projection: (3, 1, 2, 2, 1024, 65536);
 }
@@ -320,7 +321,7 @@ tier! {
     features: [#[target_feature(enable = "avx2,fma")]];
     lstm: (3, 2, 2, 4, 1, 2, 1, 4, 2, 1);
     gru: (4, 1, 2, 5, 1, 2, 1, 3, 2, 1);
-    rnn: (4, 1, 2, 5, 1, 2, 1, 1, 2, 4);
+    rnn: (4, 1, 2, 5, 1, 2, 1, 1, 2, 4, split_k: false);
     project: (4, 1, 2, 5, 1, 2, 1, 1, 2, 4);
     input_projection: (6, 1, 2, 4, 1024, 65536);
 }
@@ -347,7 +348,8 @@ macro_rules! avx512_tier {
             features: [$(#[$tf])*];
             lstm: (4, 4, 1, 5, 4, 1, 1, 4, 1, 2);
             gru: (6, 3, 1, 7, 3, 1, 1, 3, 1, 2);
-            rnn: (4, 1, 1, 5, 1, 1, 4, 1, 1, 8);
+            // Sums in two halves: a 64-unit layer's single row has only 4 blocks, 4 chains.
+            rnn: (4, 1, 1, 5, 1, 1, 2, 1, 1, 8, split_k: true);
             project: (4, 1, 1, 5, 1, 1, 4, 1, 1, 8);
             input_projection: (12, 2, 1, 8, 1024, 65536);
         }

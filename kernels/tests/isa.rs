@@ -68,14 +68,15 @@ fn each_table_belongs_to_its_tier() {
 }
 
 /// A one-unit RNN step whose result tells a fused multiply-add from a separate multiply and add:
-/// `relu(fma(w1, h1, w0 h0))` with `w0 h0 = -(1 + 2^-11)` and `w1 h1 = 1 + 2^-11 + 2^-24`
-/// is `2^-24` when fused; unfused, `w1 h1` rounds to `1 + 2^-11` (a tie, to even) and the
-/// result is `0`.
+/// `relu(fma(w2, h2, w0 h0))` with `w0 h0 = -(1 + 2^-11)` and `w2 h2 = 1 + 2^-11 + 2^-24`
+/// is `2^-24` when fused; unfused, `w2 h2` rounds to `1 + 2^-11` (a tie, to even) and the
+/// result is `0`. The middle term is `0 * 0`, so that a tier summing the even and the odd `k`
+/// apart (the AVX-512 RNN) still adds `w2 h2` onto `w0 h0` in one accumulator.
 fn fma_fingerprint(k: &Kernels) -> f32 {
     let a = 1.0 + 2f32.powi(-12);
-    let w = PackedMatrix::pack(&[-(1.0 + 2f32.powi(-11)), a], 1, 1, 2);
+    let w = PackedMatrix::pack(&[-(1.0 + 2f32.powi(-11)), 0.0, a], 1, 1, 3);
     let mut out = [f32::NAN];
-    (k.rnn_step)(&w, Activation::Relu, &[0.0], &[1.0, a], &mut out, 1);
+    (k.rnn_step)(&w, Activation::Relu, &[0.0], &[1.0, 0.0, a], &mut out, 1);
     out[0]
 }
 
