@@ -174,17 +174,19 @@ impl BenchResult {
         serde_json::json!({
             "name": self.case.name,
             "threads": self.threads,
-            "median_ms": round3(self.median_ms),
-            "min_ms": round3(self.min_ms),
-            "gflops": round3(self.gflops()),
+            "median_ms": round_to(self.median_ms, 1e6),
+            "min_ms": round_to(self.min_ms, 1e6),
+            "gflops": round_to(self.gflops(), 1e3),
             "isa": self.isa.name(),
         })
         .to_string()
     }
 }
 
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
+/// `v` rounded to a multiple of `1 / per` (times to the nanosecond: at a millisecond's
+/// thousandth, a 11 us case would be quoted to +-5%).
+fn round_to(v: f64, per: f64) -> f64 {
+    (v * per).round() / per
 }
 
 /// Times `case` on the current rayon pool: warm-up, then runs until `min_time` has passed and at

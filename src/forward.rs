@@ -1366,16 +1366,35 @@ impl SplitShared<'_, '_> {
 /// by side (the reverse direction's row of `t` is its loop step `L - 1 - t`).
 fn append_outputs(plan: &Plan<'_>, sz: &Sizes, arenas: &[&[f32]], dest: &mut Vec<f32>) {
     let (l, n, h_out) = (plan.seq_len, plan.batch, sz.h_out);
-    let per_row = sz.per_row();
+    // The output rows `y` of the chunk from row `row0`, and its rows.
+    fn chunk<'a>(plan: &Plan<'_>, sz: &Sizes, arena: &'a [f32], row0: usize) -> (&'a [f32], usize) {
+        let rows = plan.chunk_rows.min(plan.batch - row0);
+        let region = &arena[row0 * sz.per_row()..(row0 + rows) * sz.per_row()];
+        (Chunk::results(region, rows, sz).0, rows)
+    }
+    if let [arena] = arenas {
+        // One direction: a chunk's rows of a step are one run (without lengths they are in
+        // batch order), and with one chunk the whole output is (a row at a time, the copies'
+        // calls were ~8% of a 50-step, 64-unit RNN call).
+        if plan.chunk_rows >= n {
+            let (y, _) = chunk(plan, sz, arena, 0);
+            dest.extend_from_slice(&y[..l * n * h_out]);
+            return;
+        }
+        for t in 0..l {
+            for row0 in (0..n).step_by(plan.chunk_rows) {
+                let (y, rows) = chunk(plan, sz, arena, row0);
+                dest.extend_from_slice(&y[t * rows * h_out..][..rows * h_out]);
+            }
+        }
+        return;
+    }
     for t in 0..l {
         for b in 0..n {
-            // Without lengths the rows are in batch order.
             let row0 = b / plan.chunk_rows * plan.chunk_rows;
-            let rows = plan.chunk_rows.min(n - row0);
             for (d, arena) in arenas.iter().enumerate() {
                 let step = if d == 1 { l - 1 - t } else { t };
-                let region = &arena[row0 * per_row..(row0 + rows) * per_row];
-                let (y, _, _) = Chunk::results(region, rows, sz);
+                let (y, rows) = chunk(plan, sz, arena, row0);
                 dest.extend_from_slice(&y[(step * rows + b - row0) * h_out..][..h_out]);
             }
         }
