@@ -90,7 +90,8 @@ pub(crate) fn tile<S: Simd, const MR: usize, const JB: usize, const NV: usize>(
 ///
 /// Tiles of `MR` rows by `JB` blocks of `NV * LANES = BLOCK` columns (see the module docs for
 /// the loops); `k` chunks of at most `kc_max`, row chunks of about `a_floats / kc` rows. A call
-/// of a single row takes tiles of one row by `JB1` blocks instead.
+/// of a single row takes tiles of one row by `JB1` blocks instead, a call of fewer than
+/// [`FEW_ROWS`] rows tiles of `MRF` rows by `JBF` blocks.
 #[inline(always)]
 pub(crate) fn input_projection<
     S: Simd,
@@ -98,6 +99,8 @@ pub(crate) fn input_projection<
     const JB: usize,
     const NV: usize,
     const JB1: usize,
+    const MRF: usize,
+    const JBF: usize,
 >(
     s: S,
     w: &PackedMatrix,
@@ -107,7 +110,12 @@ pub(crate) fn input_projection<
     rows: usize,
     (kc_max, a_floats): (usize, usize),
 ) {
-    const { assert!(MR >= 1 && JB >= 1 && NV >= 1 && JB1 >= 1, "empty tile") };
+    const {
+        assert!(
+            MR >= 1 && JB >= 1 && NV >= 1 && JB1 >= 1 && MRF >= 1 && JBF >= 1,
+            "empty tile"
+        )
+    };
     assert_eq!(
         NV * S::LANES,
         BLOCK,
@@ -146,12 +154,20 @@ pub(crate) fn input_projection<
     // A single row (one stream's step) takes single-row tiles over `JB1` blocks at once: a
     // tile of `MR` rows would repeat it `MR` times (the arithmetic of `MR` rows for one), and
     // one row reads each weight once, so it runs at the rate the weights stream in.
+    // A call of few rows (a short sequence, a layer of one stream) takes the tier's tile for
+    // those: the large tile's per-tile costs and its spare rows weigh more there.
     if rows == 1 {
         project_rows::<S, 1, JB1, NV>(s, w, bias, x, xp, rows, (kc_max, a_floats));
+    } else if rows < FEW_ROWS {
+        project_rows::<S, MRF, JBF, NV>(s, w, bias, x, xp, rows, (kc_max, a_floats));
     } else {
         project_rows::<S, MR, JB, NV>(s, w, bias, x, xp, rows, (kc_max, a_floats));
     }
 }
+
+/// Calls of fewer rows than this take the tier's tile for few rows (see [`input_projection`]);
+/// the tiles give the same bits (see the module docs), so the choice changes no result.
+pub(crate) const FEW_ROWS: usize = 128;
 
 /// The loops of [`input_projection`] (its checks done) with tiles of `MR` rows by `JB` blocks.
 #[allow(clippy::needless_range_loop)]

@@ -1,6 +1,7 @@
 //! The input projection of every tier (`xp = x W_ihᵀ + bias`) against its scalar reference twin
-//! on random shapes straddling the register tiles (rows around 3/6/12, outputs around the
-//! 16-column blocks and pairs of blocks) and the `k` chunks (256), and its row independence:
+//! on random shapes straddling the register tiles (rows around 3/6/12, and 128, where a call
+//! changes from the tile for few rows to the large one; outputs around the 16-column blocks
+//! and pairs of blocks) and the `k` chunks (256), and its row independence:
 //! a row's result is the same bits whatever the other rows of the call (SPEC §4).
 //!
 //! # Tolerance
@@ -49,7 +50,7 @@ fn case() -> impl Strategy<Value = Case> {
     (
         prop_oneof![
             4 => 1usize..=14,
-            1 => prop::sample::select(vec![23usize, 24, 25, 35, 36, 37, 95, 96, 97, 130]),
+            1 => prop::sample::select(vec![23usize, 24, 25, 35, 36, 37, 95, 96, 97, 127, 128, 129, 130]),
         ],
         prop_oneof![
             3 => 1usize..=70,
