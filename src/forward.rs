@@ -1314,9 +1314,21 @@ impl SplitShared<'_, '_> {
             (w_hr, pb, pu)
         });
         let mut proj_part = vec![0.0f32; proj.as_ref().map_or(0, |(_, _, pu)| rows * pu.len())];
+        // Thread 0 records each step's state from its read of it at the start of the next
+        // step (and the last step's after the loop), so that the read it needs anyway also
+        // serves the record: the other threads wait for it at every barrier.
+        let mut last: Option<(usize, usize)> = None;
         for StepRows { s, active, at } in step_rows(plan, self.order) {
             let (cur, next) = (&self.state[s % 2], &self.state[(s + 1) % 2]);
-            cur.read(0, &mut h_prev[..active * k]);
+            match (record.as_mut(), last) {
+                (Some((y, h_n)), Some((s0, active0))) => {
+                    // Step `s0`'s rows are a superset of step `s`'s (a prefix of them).
+                    cur.read(0, &mut h_prev[..active0 * k]);
+                    record_step(plan, self.order, s0, active0, h_out, &h_prev, y, h_n);
+                }
+                _ => cur.read(0, &mut h_prev[..active * k]),
+            }
+            last = Some((s, active));
             let xp = &self.xp[at * gh..(at + active) * gh];
             let out = &mut out_part[..active * nu];
             // Alternate the block order, so each step starts on the weights of this thread's
@@ -1352,10 +1364,10 @@ impl SplitShared<'_, '_> {
                 None => next.write_columns(k, units.start, nu, active, out),
             }
             self.barrier.wait();
-            if let Some((y, h_n)) = record.as_mut() {
-                next.read(0, &mut h_prev[..active * k]);
-                record_step(plan, self.order, s, active, h_out, &h_prev, y, h_n);
-            }
+        }
+        if let (Some((y, h_n)), Some((s, active))) = (record, last) {
+            self.state[(s + 1) % 2].read(0, &mut h_prev[..active * k]);
+            record_step(plan, self.order, s, active, h_out, &h_prev, y, h_n);
         }
         (units, c_part)
     }
