@@ -18,7 +18,7 @@ use crate::config::Mode;
 use crate::error::{Error, Result};
 use crate::model::{DirectionWeights, Model};
 use crate::tensor::{Shape, Tensor, TensorView};
-use recur_kernels::denormal::{flush, flush_into, has_denormals};
+use recur_kernels::denormal::{flush, flush_into};
 use recur_kernels::step::BlockOrder;
 use recur_kernels::{Kernels, PackedMatrix};
 
@@ -357,7 +357,7 @@ impl Model {
         // Denormal inputs would cost the projection a microcode assist per product on Intel
         // cores (~200x slower, see `recur_kernels::denormal`): flushed to ±0 here. Later layers
         // read the kernels' outputs, which are flushed already.
-        let input = if has_denormals(fi.input.data) {
+        let input = if (self.kernels.has_denormals)(fi.input.data) {
             flushed.clear();
             flushed
                 .try_reserve_exact(fi.input.data.len())

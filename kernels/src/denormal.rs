@@ -39,7 +39,9 @@ pub fn flush_into(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// Whether `x` holds a denormal value (a scan without early exit, which vectorizes).
+/// Whether `x` holds a denormal value (a scan without early exit, which vectorizes; each tier's
+/// table has it compiled with the tier's instructions, `Kernels::has_denormals`).
+#[inline(always)]
 pub fn has_denormals(x: &[f32]) -> bool {
     // Denormal iff `0 < |bits| < 2^23`: one integer compare per value, which vectorizes.
     let denormal = |v: &f32| (v.to_bits() & 0x7fff_ffff).wrapping_sub(1) < 0x007f_ffff;

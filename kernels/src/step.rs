@@ -213,6 +213,9 @@ pub struct Kernels {
     pub sigmoid: MapFn,
     /// The tier's fast `tanh` (the one the step kernels use; bound in its docs).
     pub tanh: MapFn,
+    /// [`crate::denormal::has_denormals`] in the tier's instructions (the engine scans every
+    /// input with it; the same answer on every tier).
+    pub has_denormals: fn(x: &[f32]) -> bool,
 }
 
 /// The kernels of `isa`, if this build has them (whether the CPU runs them is

@@ -17,6 +17,7 @@
 
 use std::ops::Range;
 
+use crate::denormal;
 use crate::fused;
 use crate::isa::Isa;
 use crate::matmul;
@@ -158,6 +159,12 @@ macro_rules! tier {
                 fused::map(s, x, y, tanh)
             }
 
+            $(#[$tf])*
+            fn has_denormals_tf(_: $tok, x: &[f32]) -> bool {
+                // The portable scan, vectorized with the tier's instructions.
+                denormal::has_denormals(x)
+            }
+
             fn lstm_step_blocks(
                 w: &PackedMatrix,
                 xp: &[f32],
@@ -277,6 +284,12 @@ macro_rules! tier {
                 unsafe { tanh_tf(s, x, y) }
             }
 
+            fn has_denormals(x: &[f32]) -> bool {
+                let s = token();
+                // SAFETY: `s` exists, so the CPU has the features `has_denormals_tf` enables.
+                unsafe { has_denormals_tf(s, x) }
+            }
+
             pub(crate) static KERNELS: Kernels = Kernels {
                 isa: $isa,
                 lstm_step,
@@ -290,6 +303,7 @@ macro_rules! tier {
                 input_projection,
                 sigmoid: sigmoid_slice,
                 tanh: tanh_slice,
+                has_denormals,
             };
         }
     };

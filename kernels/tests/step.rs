@@ -28,6 +28,7 @@ mod common;
 use common::{gamma, Rng};
 
 use proptest::prelude::*;
+use recur_kernels::denormal::has_denormals;
 use recur_kernels::reference::{
     reference_gru_step, reference_lstm_step, reference_matvec, reference_rnn_step,
 };
@@ -639,4 +640,39 @@ fn packing_flushes_denormal_weights() {
         .map(|v| v.to_bits())
         .collect();
     assert_eq!(got, want);
+}
+
+/// Every tier's input scan finds a denormal of either sign at any position of slices around the
+/// vector widths, and nothing in slices of zeros, normals, infinities and NaN.
+#[test]
+fn every_tier_finds_denormals_where_the_portable_scan_does() {
+    let quiet = [
+        0.0f32,
+        -0.0,
+        1.0,
+        -f32::MIN_POSITIVE,
+        f32::INFINITY,
+        f32::NAN,
+        3e38,
+    ];
+    for (tier, k) in common::tiers() {
+        for len in [0usize, 1, 7, 8, 15, 16, 17, 31, 33, 64, 100, 1025, 2049] {
+            let x: Vec<f32> = (0..len).map(|i| quiet[i % quiet.len()]).collect();
+            assert!(
+                !(k.has_denormals)(&x),
+                "[{tier}] {len} values, none denormal"
+            );
+            assert_eq!((k.has_denormals)(&x), has_denormals(&x));
+            for at in [0, len / 2, len.saturating_sub(1)]
+                .into_iter()
+                .filter(|&a| a < len)
+            {
+                for d in [f32::from_bits(1), -f32::MIN_POSITIVE / 2.0] {
+                    let mut y = x.clone();
+                    y[at] = d;
+                    assert!((k.has_denormals)(&y), "[{tier}] {d:e} at {at} of {len}");
+                }
+            }
+        }
+    }
 }
