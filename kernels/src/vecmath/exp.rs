@@ -52,12 +52,14 @@ pub(crate) fn exp_nonpositive<S: Simd, const NORMAL_ONLY: bool>(s: S, x: S::V) -
     let n = s.round(s.mul(x, s.splat(LOG2E)));
     let r = s.mul_add(n, s.splat(-LN2_HI), x);
     let r = s.mul_add(n, s.splat(-LN2_LO), r);
-    let mut p = s.splat(P[0]);
-    for &c in &P[1..] {
-        p = s.mul_add(p, r, s.splat(c));
-    }
-    // e^r = 1 + r + r^2 P(r), the small terms first.
+    // P(r) by Estrin's scheme: three linear pieces at once, joined by `r^2`, a chain of three
+    // FMAs where Horner's takes five (the activations are latency-bound in a single row).
     let r2 = s.mul(r, r);
+    let hi = s.mul_add(s.splat(P[0]), r, s.splat(P[1]));
+    let mid = s.mul_add(s.splat(P[2]), r, s.splat(P[3]));
+    let lo = s.mul_add(s.splat(P[4]), r, s.splat(P[5]));
+    let p = s.mul_add(s.mul_add(hi, r2, mid), r2, lo);
+    // e^r = 1 + r + r^2 P(r), the small terms first.
     let e_r = s.add(s.mul_add(p, r2, r), s.splat(1.0));
     if NORMAL_ONLY {
         s.scale_pow2_normal(e_r, n)

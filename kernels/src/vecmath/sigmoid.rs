@@ -39,5 +39,5 @@ pub(crate) fn sigmoid<S: Simd>(s: S, x: S::V) -> S::V {
     // NaN needs no select: `e` is NaN, so `d`, `q` and the result are.
     let (q, r) = s.quotient(num, d);
     let rem = s.neg_mul_add(q, d, num);
-    s.add(q, s.mul(s.neg_mul_add(q, t, rem), r))
+    s.mul_add(s.neg_mul_add(q, t, rem), r, q)
 }

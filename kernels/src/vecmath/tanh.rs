@@ -56,7 +56,7 @@ pub(crate) fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
     // reciprocal estimate `r` (`Simd::quotient`); the remainder scaled by `r` corrects it.
     let (q, r) = s.quotient(n, d);
     let rem = s.add(s.neg_mul_add(q, d, n), tn);
-    let large = s.add(q, s.mul(s.neg_mul_add(q, td, rem), r));
+    let large = s.mul_add(s.neg_mul_add(q, td, rem), r, q);
 
     // NaN needs no select: `a < SMALL` is false, and `large` is NaN (`t` is).
     s.or_sign(s.select(s.lt(a, s.splat(SMALL)), small, large), x)
