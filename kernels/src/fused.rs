@@ -11,8 +11,9 @@
 //! Every output element is computed by the same instruction sequence whatever the tile: the
 //! accumulator starts at `0`, takes one `mul_add(w[k], h[k], acc)` per `k = 0..K` in order, then
 //! the element-wise epilogue (a kernel that splits its sums, see [`accumulate`], does so in
-//! every tile: two accumulators, of the even and the odd `k`, added at the end). So a row's result does not depend on `R`, `NV`, the number of rows
-//! in the call, or the block range (SPEC §4: bit-identical for any batch split and thread count).
+//! every tile: two accumulators, of the even and the odd `k`, added at the end). So a row's
+//! result does not depend on `R`, `NV`, the number of rows in the call, or the block range
+//! (SPEC §4: bit-identical for any batch split and thread count).
 //!
 //! The weights are read strictly in order within a block (each gate's `K x BLOCK` panel `k`
 //! after `k`, a few sequential streams at once), which the hardware prefetchers follow; a
