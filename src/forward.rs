@@ -1378,38 +1378,34 @@ impl SplitShared<'_, '_> {
 /// by side (the reverse direction's row of `t` is its loop step `L - 1 - t`).
 fn append_outputs(plan: &Plan<'_>, sz: &Sizes, arenas: &[&[f32]], dest: &mut Vec<f32>) {
     let (l, n, h_out) = (plan.seq_len, plan.batch, sz.h_out);
-    // The output rows `y` of the chunk from row `row0`, and its rows.
-    fn chunk<'a>(plan: &Plan<'_>, sz: &Sizes, arena: &'a [f32], row0: usize) -> (&'a [f32], usize) {
-        let rows = plan.chunk_rows.min(plan.batch - row0);
-        let region = &arena[row0 * sz.per_row()..(row0 + rows) * sz.per_row()];
-        (Chunk::results(region, rows, sz).0, rows)
-    }
-    if let [arena] = arenas {
-        // One direction: a chunk's rows of a step are one run (without lengths they are in
-        // batch order), and with one chunk the whole output is (a row at a time, the copies'
-        // calls were ~8% of a 50-step, 64-unit RNN call).
-        if plan.chunk_rows >= n {
-            let (y, _) = chunk(plan, sz, arena, 0);
-            dest.extend_from_slice(&y[..l * n * h_out]);
-            return;
-        }
-        for t in 0..l {
-            for row0 in (0..n).step_by(plan.chunk_rows) {
-                let (y, rows) = chunk(plan, sz, arena, row0);
-                dest.extend_from_slice(&y[t * rows * h_out..][..rows * h_out]);
+    match arenas {
+        [arena] => {
+            // One direction: a chunk's rows of a step are one run (without lengths they are
+            // in batch order), and with one chunk the whole output is (a row at a time, the
+            // copies' calls were ~8% of a 50-step, 64-unit RNN call).
+            if plan.chunk_rows >= n {
+                let (y, _, _) = Chunk::results(&arena[..n * sz.per_row()], n, sz);
+                dest.extend_from_slice(&y[..l * n * h_out]);
+                return;
+            }
+            for t in 0..l {
+                for (_, rows, (y, _, _)) in chunk_results(plan, sz, arena) {
+                    dest.extend_from_slice(&y[t * rows * h_out..][..rows * h_out]);
+                }
             }
         }
-        return;
-    }
-    for t in 0..l {
-        for b in 0..n {
-            let row0 = b / plan.chunk_rows * plan.chunk_rows;
-            for (d, arena) in arenas.iter().enumerate() {
-                let step = if d == 1 { l - 1 - t } else { t };
-                let (y, rows) = chunk(plan, sz, arena, row0);
-                dest.extend_from_slice(&y[(step * rows + b - row0) * h_out..][..h_out]);
+        [fwd, bwd] => {
+            for t in 0..l {
+                let chunks = chunk_results(plan, sz, fwd).zip(chunk_results(plan, sz, bwd));
+                for ((_, rows, (yf, _, _)), (_, _, (yb, _, _))) in chunks {
+                    for r in 0..rows {
+                        dest.extend_from_slice(&yf[(t * rows + r) * h_out..][..h_out]);
+                        dest.extend_from_slice(&yb[((l - 1 - t) * rows + r) * h_out..][..h_out]);
+                    }
+                }
             }
         }
+        _ => unreachable!("{} directions", arenas.len()),
     }
 }
 
