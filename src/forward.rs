@@ -913,19 +913,12 @@ fn run_chunk(
     let in_size = x_layout.width;
     let order = &plan.order[ch.row0..ch.row0 + rows];
 
-    // Input projection of every valid (step, row) at once: xp = x W_ihᵀ + bias, in loop order.
-    if !reverse && !plan.ragged && rows == plan.batch && !x_layout.batch_first {
+    // The projection's inputs, in loop order: xp = x W_ihᵀ + bias of every valid (step, row).
+    let (src, n_rows) = if !reverse && !plan.ragged && rows == plan.batch && !x_layout.batch_first {
         // The whole batch forward, every sequence full, seq-major: the input already is in
         // loop order (step s, row b at s * N + b), so it is projected where it lies.
         let n_rows = plan.seq_len * rows;
-        project_inputs(
-            kernels,
-            w,
-            &x[..n_rows * in_size],
-            ch.xp,
-            n_rows,
-            plan.split,
-        );
+        (&x[..n_rows * in_size], n_rows)
     } else {
         // Gathered in loop order, compacted: step s's rows still running (a prefix of the
         // rows, which are sorted by length) follow step s-1's, row r reading element order[r]
@@ -939,7 +932,11 @@ fn run_chunk(
             }
             n_rows = at + active;
         }
-        project_inputs(kernels, w, ch.x, ch.xp, n_rows, plan.split);
+        (&std::mem::take(&mut ch.x)[..n_rows * in_size], n_rows)
+    };
+    let ahead = steps_ahead(&w.w_ih, plan.split, rows, n_rows);
+    if ahead == 0 {
+        project_inputs(kernels, w, src, ch.xp, n_rows, plan.split);
     }
 
     // Initial state.
@@ -962,9 +959,39 @@ fn run_chunk(
     if plan.split > 1 {
         run_steps_split(kernels, w, plan, ch, plan.split);
     } else {
-        run_steps(kernels, w, plan, ch);
+        run_steps(kernels, w, plan, ch, (src, ahead));
     }
 }
+
+/// How many steps' input projections the time loop computes at a time, just before the first
+/// of them, or `0` to project every step at once before the loop.
+///
+/// A large batch's `xp` of all steps is far beyond L2 (lstm_b64: 32 MiB): projected at once,
+/// it is written out to L3 and read back by the steps. Projected a few steps ahead, it is
+/// still in L2 when the steps read it; that pays where `W_ih` is small enough to be read
+/// again for every group (measured on the Xeon of docs/PERFORMANCE.md, the kernels alone:
+/// I256 H256 B64 T128 64.8 -> 62.7-62.9 ms for groups of 1 to 8 steps; I512 H1024 B256 T32,
+/// an 8 MiB `W_ih`, 718 -> 732-738 ms, so not there). Only on the calling thread (a split
+/// step loop projects its shares in parallel up front). A row's projection does not depend
+/// on the other rows of its call, so the results are the same bits either way.
+/// `rows`: the chunk's rows, `n_rows`: the rows of all its steps, `split`: the threads its
+/// steps are split across.
+fn steps_ahead(w_ih: &PackedMatrix, split: usize, rows: usize, n_rows: usize) -> usize {
+    let gh = w_ih.rows();
+    let w_ih_bytes = gh * w_ih.cols() * 4;
+    if split > 1 || rows == 0 || n_rows * gh * 4 <= AHEAD_MIN_XP || w_ih_bytes > AHEAD_MAX_W_IH {
+        return 0;
+    }
+    (AHEAD_GROUP_XP / (rows * gh * 4)).max(1)
+}
+
+/// Smallest `xp` (bytes, all steps of a chunk) projected ahead in groups (twice L2: smaller
+/// ones stay in cache anyway).
+const AHEAD_MIN_XP: usize = 4 << 20;
+/// Largest `W_ih` (bytes) projected ahead in groups (it is read once a group).
+const AHEAD_MAX_W_IH: usize = 1 << 20;
+/// `xp` bytes of a group of steps projected ahead: a quarter of L2.
+const AHEAD_GROUP_XP: usize = 512 << 10;
 
 /// The input projection `xp = x W_ihᵀ + bias` of `n` rows, in `parts` contiguous row shares
 /// on the rayon pool when the chunk's steps will be split across `parts` threads (the pool then
@@ -1022,18 +1049,49 @@ fn step_rows<'a>(plan: &'a Plan<'_>, order: &'a [usize]) -> impl Iterator<Item =
 }
 
 /// The time loop of one chunk on the calling thread.
-fn run_steps(kernels: &Kernels, w: &DirectionWeights, plan: &Plan<'_>, ch: &mut Chunk<'_>) {
+///
+/// With `ahead > 0`, the input projections of every `ahead` steps are computed from `src` (the
+/// chunk's inputs in loop order) just before the first of them, into the start of `ch.xp`
+/// (see [`steps_ahead`]); with `0`, `ch.xp` holds them all already.
+fn run_steps(
+    kernels: &Kernels,
+    w: &DirectionWeights,
+    plan: &Plan<'_>,
+    ch: &mut Chunk<'_>,
+    (src, ahead): (&[f32], usize),
+) {
     let rows = ch.rows;
     let (g, h) = (w.w_hh.gates(), w.w_hh.rows());
     let h_out = w.w_hr.as_ref().map_or(h, |p| p.rows());
     let gh = g * h;
+    let in_size = w.w_ih.cols();
     let order = &plan.order[ch.row0..ch.row0 + rows];
     let (blocks, proj_blocks) = (
         0..w.w_hh.blocks(),
         w.w_hr.as_ref().map_or(0, |p| p.blocks()),
     );
+    // Projecting ahead: the rows of the group of steps in `ch.xp`, from its start (a buffer
+    // reused by every group stays in cache), `group.0..group.1` in loop order.
+    let mut group = (0, 0);
     for StepRows { s, active, at } in step_rows(plan, order) {
-        let xp = &ch.xp[at * gh..(at + active) * gh];
+        if ahead > 0 && at >= group.1 {
+            // The rows of steps `s..s + ahead` follow each other in loop order.
+            let end = step_rows(plan, order)
+                .skip(s)
+                .take(ahead)
+                .last()
+                .map_or(at, |r| r.at + r.active);
+            (kernels.input_projection)(
+                &w.w_ih,
+                &w.bias_x,
+                &src[at * in_size..end * in_size],
+                &mut ch.xp[..(end - at) * gh],
+                end - at,
+            );
+            group = (at, end);
+        }
+        let first = at - group.0;
+        let xp = &ch.xp[first * gh..(first + active) * gh];
         // The step writes its new state straight into its output rows, and reads the previous
         // step's from theirs (its running rows are a prefix of the previous step's).
         let (done, rest) = ch.y.split_at_mut(s * rows * h_out);
@@ -1462,7 +1520,34 @@ fn gather_states(plan: &Plan<'_>, sz: &Sizes, arena: &[f32], h_n: &mut [f32], c_
 
 #[cfg(test)]
 mod tests {
-    use super::refill;
+    use super::{refill, steps_ahead};
+    use recur_kernels::PackedMatrix;
+
+    fn w_ih(gh: usize, input: usize) -> PackedMatrix {
+        PackedMatrix::pack(&vec![0.0; gh * input], 1, gh, input)
+    }
+
+    #[test]
+    fn large_batches_of_small_inputs_are_projected_a_few_steps_ahead() {
+        // lstm_b64: 32 MiB of `xp`, a 1 MiB `W_ih`: groups of 2 steps (256 KiB each).
+        assert_eq!(steps_ahead(&w_ih(1024, 256), 1, 64, 128 * 64), 2);
+        // Split across threads: projected up front, in shares.
+        assert_eq!(steps_ahead(&w_ih(1024, 256), 2, 64, 128 * 64), 0);
+        // lstm_big_b256: an 8 MiB `W_ih` is not read once a group.
+        assert_eq!(steps_ahead(&w_ih(4096, 512), 1, 256, 32 * 256), 0);
+        // An `xp` that stays in cache anyway (lstm_stream_b1's 800 KiB).
+        assert_eq!(steps_ahead(&w_ih(2048, 80), 1, 1, 100), 0);
+        // The shapes of tests/engine_props.rs's `projected_ahead_...` (hidden 48, at least
+        // 400 of 600 steps for 64 rows; the RNN's 48 gate rows are the fewest).
+        for gh in [48, 144, 192] {
+            for input in [8, 96] {
+                assert!(
+                    steps_ahead(&w_ih(gh, input), 1, 64, 400 * 64) > 0,
+                    "{gh} {input}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn refill_reports_an_allocation_it_cannot_make() {

@@ -225,6 +225,66 @@ fn bit_identical_for_any_batch_split() {
     }
 }
 
+/// A large batch's input projections computed a few steps ahead inside the time loop (see
+/// `steps_ahead` in src/forward.rs, whose unit test holds these shapes to that path) give the
+/// same bits as each element alone, whose projections are computed all at once: every mode,
+/// both directions, two layers, ragged lengths (the gathered inputs), on every tier.
+#[test]
+fn projected_ahead_is_bit_identical_to_projected_at_once() {
+    for mode in Mode::ALL {
+        let mut config = Config::new(mode, 8, 48);
+        config.num_layers = 2;
+        config.bidirectional = true;
+        let (seq, n) = (600, 64);
+        let case = Case {
+            config: config.clone(),
+            run: Run {
+                lengths: Some(
+                    (0..n)
+                        .map(|b| if b == 0 { seq } else { 400 + (b * 37) % 201 })
+                        .collect(),
+                ),
+                ..Run::new(seq, n, true)
+            },
+            seed: 0xa4ead + mode as u64,
+            weight_scale: 1.0,
+        };
+        let (sd, b) = build(&case);
+        let mut model = Model::from_state_dict(config, &sd).unwrap();
+        for isa in available_tiers() {
+            model.set_isa(isa).unwrap();
+            let whole = run_in_pool(&model, &b.forward_input(), 1);
+            for e in [0, 1, 30, 63] {
+                let x = select_batch(&b.input, e);
+                let h0 = select_batch(b.h0.as_ref().unwrap(), e);
+                let c0 = b.c0.as_ref().map(|c| select_batch(c, e));
+                let len = [b.lengths.as_ref().unwrap()[e]];
+                let fi = ForwardInput {
+                    input: x.view(),
+                    h0: Some(h0.view()),
+                    c0: c0.as_ref().map(Tensor::view),
+                    lengths: Some(&len),
+                };
+                let alone = run_in_pool(&model, &fi, 1);
+                let pick = |t: &Tensor| bits(&select_batch(t, e).data);
+                assert_eq!(
+                    pick(&whole.output),
+                    bits(&alone.output.data),
+                    "{mode} {isa} {e} output"
+                );
+                assert_eq!(
+                    pick(&whole.h_n),
+                    bits(&alone.h_n.data),
+                    "{mode} {isa} {e} h_n"
+                );
+                if let (Some(w), Some(a)) = (&whole.c_n, &alone.c_n) {
+                    assert_eq!(pick(w), bits(&a.data), "{mode} {isa} {e} c_n");
+                }
+            }
+        }
+    }
+}
+
 /// SPEC §4: a NaN or inf in one batch element's input never changes another element's output.
 #[test]
 fn nan_in_one_element_leaves_the_others_untouched() {
