@@ -195,33 +195,39 @@ fn bit_identical_for_any_batch_split() {
             model.set_isa(isa).unwrap();
             let whole = run_in_pool(&model, &b.forward_input(), 2);
             for e in [0, 5, 36] {
-                let x = select_batch(&b.input, e);
-                let h0 = select_batch(b.h0.as_ref().unwrap(), e);
-                let c0 = b.c0.as_ref().map(|c| select_batch(c, e));
-                let len = [b.lengths.as_ref().unwrap()[e]];
-                let fi = ForwardInput {
-                    input: x.view(),
-                    h0: Some(h0.view()),
-                    c0: c0.as_ref().map(Tensor::view),
-                    lengths: Some(&len),
-                };
-                let alone = run_in_pool(&model, &fi, 1);
-                let pick = |t: &Tensor| bits(&select_batch(t, e).data);
-                assert_eq!(
-                    pick(&whole.output),
-                    bits(&alone.output.data),
-                    "{mode} {isa} element {e} output"
-                );
-                assert_eq!(
-                    pick(&whole.h_n),
-                    bits(&alone.h_n.data),
-                    "{mode} {isa} element {e} h_n"
-                );
-                if let (Some(w), Some(a)) = (&whole.c_n, &alone.c_n) {
-                    assert_eq!(pick(w), bits(&a.data), "{mode} {isa} element {e} c_n");
-                }
+                assert_alone_matches(&model, &b, &whole, e, &format!("{mode} {isa}"));
             }
         }
+    }
+}
+
+/// Batch element `e` of `b` run alone (one thread) gives the bits of its rows in `whole`, the
+/// result of the whole batch (`b` has `h0` and lengths, and `c0` for an LSTM).
+fn assert_alone_matches(model: &Model, b: &InputFile, whole: &Outputs, e: usize, what: &str) {
+    let x = select_batch(&b.input, e);
+    let h0 = select_batch(b.h0.as_ref().unwrap(), e);
+    let c0 = b.c0.as_ref().map(|c| select_batch(c, e));
+    let len = [b.lengths.as_ref().unwrap()[e]];
+    let fi = ForwardInput {
+        input: x.view(),
+        h0: Some(h0.view()),
+        c0: c0.as_ref().map(Tensor::view),
+        lengths: Some(&len),
+    };
+    let alone = run_in_pool(model, &fi, 1);
+    let pick = |t: &Tensor| bits(&select_batch(t, e).data);
+    assert_eq!(
+        pick(&whole.output),
+        bits(&alone.output.data),
+        "{what} element {e} output"
+    );
+    assert_eq!(
+        pick(&whole.h_n),
+        bits(&alone.h_n.data),
+        "{what} element {e} h_n"
+    );
+    if let (Some(w), Some(a)) = (&whole.c_n, &alone.c_n) {
+        assert_eq!(pick(w), bits(&a.data), "{what} element {e} c_n");
     }
 }
 
@@ -255,31 +261,7 @@ fn projected_ahead_is_bit_identical_to_projected_at_once() {
             model.set_isa(isa).unwrap();
             let whole = run_in_pool(&model, &b.forward_input(), 1);
             for e in [0, 1, 30, 63] {
-                let x = select_batch(&b.input, e);
-                let h0 = select_batch(b.h0.as_ref().unwrap(), e);
-                let c0 = b.c0.as_ref().map(|c| select_batch(c, e));
-                let len = [b.lengths.as_ref().unwrap()[e]];
-                let fi = ForwardInput {
-                    input: x.view(),
-                    h0: Some(h0.view()),
-                    c0: c0.as_ref().map(Tensor::view),
-                    lengths: Some(&len),
-                };
-                let alone = run_in_pool(&model, &fi, 1);
-                let pick = |t: &Tensor| bits(&select_batch(t, e).data);
-                assert_eq!(
-                    pick(&whole.output),
-                    bits(&alone.output.data),
-                    "{mode} {isa} {e} output"
-                );
-                assert_eq!(
-                    pick(&whole.h_n),
-                    bits(&alone.h_n.data),
-                    "{mode} {isa} {e} h_n"
-                );
-                if let (Some(w), Some(a)) = (&whole.c_n, &alone.c_n) {
-                    assert_eq!(pick(w), bits(&a.data), "{mode} {isa} {e} c_n");
-                }
+                assert_alone_matches(&model, &b, &whole, e, &format!("{mode} {isa}"));
             }
         }
     }
