@@ -1537,15 +1537,10 @@ mod tests {
         assert_eq!(steps_ahead(&w_ih(4096, 512), 1, 256, 32 * 256), 0);
         // An `xp` that stays in cache anyway (lstm_stream_b1's 800 KiB).
         assert_eq!(steps_ahead(&w_ih(2048, 80), 1, 1, 100), 0);
-        // The shapes of tests/engine_props.rs's `projected_ahead_...` (hidden 48, at least
-        // 400 of 600 steps for 64 rows; the RNN's 48 gate rows are the fewest).
-        for gh in [48, 144, 192] {
-            for input in [8, 96] {
-                assert!(
-                    steps_ahead(&w_ih(gh, input), 1, 64, 400 * 64) > 0,
-                    "{gh} {input}"
-                );
-            }
+        // The shapes of tests/engine_props.rs's `projected_ahead_...` (input 8, hidden 64, at
+        // least 260 of 300 steps for 64 rows; the RNN's 64 gate rows are the fewest).
+        for gh in [64, 192, 256] {
+            assert!(steps_ahead(&w_ih(gh, 8), 1, 64, 260 * 64) > 0, "{gh}");
         }
     }
 
