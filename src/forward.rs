@@ -974,6 +974,7 @@ fn run_chunk(
 /// an 8 MiB `W_ih`, 718 -> 732-738 ms, so not there). Only on the calling thread (a split
 /// step loop projects its shares in parallel up front). A row's projection does not depend
 /// on the other rows of its call, so the results are the same bits either way.
+///
 /// `rows`: the chunk's rows, `n_rows`: the rows of all its steps, `split`: the threads its
 /// steps are split across.
 fn steps_ahead(w_ih: &PackedMatrix, split: usize, rows: usize, n_rows: usize) -> usize {
@@ -1073,11 +1074,13 @@ fn run_steps(
     // Projecting ahead: the rows of the group of steps in `ch.xp`, from its start (a buffer
     // reused by every group stays in cache), `group.0..group.1` in loop order.
     let mut group = (0, 0);
+    // The steps up to the end of the current group (groups start at multiples of `ahead`).
+    let mut group_steps = step_rows(plan, order);
     for StepRows { s, active, at } in step_rows(plan, order) {
         if ahead > 0 && at >= group.1 {
             // The rows of steps `s..s + ahead` follow each other in loop order.
-            let end = step_rows(plan, order)
-                .skip(s)
+            let end = group_steps
+                .by_ref()
                 .take(ahead)
                 .last()
                 .map_or(at, |r| r.at + r.active);
