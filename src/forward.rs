@@ -1084,12 +1084,13 @@ fn run_steps(
                 .take(ahead)
                 .last()
                 .map_or(at, |r| r.at + r.active);
-            (kernels.input_projection)(
-                &w.w_ih,
-                &w.bias_x,
+            project_inputs(
+                kernels,
+                w,
                 &src[at * in_size..end * in_size],
                 &mut ch.xp[..(end - at) * gh],
                 end - at,
+                1,
             );
             group = (at, end);
         }
