@@ -107,11 +107,6 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_blendv_ps(f, t, m) }
     }
     #[inline(always)]
-    fn round(self, a: __m256) -> __m256 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
-    }
-    #[inline(always)]
     fn prefetch(self, x: &[f32]) {
         if let Some(first) = x.first() {
             // SAFETY: a prefetch never faults and changes no architectural state; `first` is a
@@ -120,29 +115,8 @@ unsafe impl Simd for Avx2 {
         }
     }
     #[inline(always)]
-    fn scale_pow2_normal(self, x: __m256, n: __m256) -> __m256 {
-        // One factor 2^n, a normal f32 for n in [-126, 127]: the product is exact.
-        // SAFETY: see the impl comment (AVX2 integer ops).
-        unsafe {
-            let n = _mm256_cvtps_epi32(n);
-            let p = _mm256_slli_epi32::<23>(_mm256_add_epi32(n, _mm256_set1_epi32(127)));
-            _mm256_mul_ps(x, _mm256_castsi256_ps(p))
-        }
-    }
-    #[inline(always)]
-    fn scale_pow2(self, x: __m256, n: __m256) -> __m256 {
-        // Two factors 2^n1 * 2^n2 with n1 = n >> 1, n2 = n - n1, both in [-75, 64]: each is a
-        // normal f32, the first product is exact and the second rounds once (into the denormals,
-        // to zero, or to inf as the true result does).
-        // SAFETY: see the impl comment (AVX2 integer ops).
-        unsafe {
-            let n = _mm256_cvtps_epi32(n);
-            let n1 = _mm256_srai_epi32::<1>(n);
-            let n2 = _mm256_sub_epi32(n, n1);
-            let bias = _mm256_set1_epi32(127);
-            let p1 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n1, bias)));
-            let p2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(n2, bias)));
-            _mm256_mul_ps(_mm256_mul_ps(x, p1), p2)
-        }
+    fn shift_to_exponent(self, a: __m256) -> __m256 {
+        // SAFETY: see the impl comment (AVX2 integer shift, bit casts).
+        unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(a))) }
     }
 }

@@ -154,11 +154,6 @@ unsafe impl Simd for Avx512 {
         }
     }
     #[inline(always)]
-    fn round(self, a: __m512) -> __m512 {
-        // SAFETY: see the impl comment.
-        unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
-    }
-    #[inline(always)]
     fn prefetch(self, x: &[f32]) {
         if let Some(first) = x.first() {
             // SAFETY: a prefetch never faults and changes no architectural state; `first` is a
@@ -167,7 +162,24 @@ unsafe impl Simd for Avx512 {
         }
     }
     #[inline(always)]
-    fn scale_pow2(self, x: __m512, n: __m512) -> __m512 {
+    fn shift_to_exponent(self, a: __m512) -> __m512 {
+        // SAFETY: see the impl comment (AVX-512F integer shift, bit casts).
+        unsafe { _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_castps_si512(a))) }
+    }
+    /// `n = round(a * b)` after the product's rounding (ties to even) and `p = n`: `vscalefps`
+    /// scales by `n` itself, denormals included, in one instruction.
+    #[inline(always)]
+    fn round_pow2<const NORMAL: bool>(self, a: __m512, b: __m512) -> (__m512, __m512) {
+        // SAFETY: see the impl comment.
+        let n = unsafe {
+            _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm512_mul_ps(a, b),
+            )
+        };
+        (n, n)
+    }
+    #[inline(always)]
+    fn scale_pow2<const NORMAL: bool>(self, x: __m512, n: __m512) -> __m512 {
         // `vscalefps` computes x * 2^floor(n) with one rounding, denormals and overflow included.
         // SAFETY: see the impl comment.
         unsafe { _mm512_scalef_ps(x, n) }

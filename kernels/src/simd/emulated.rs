@@ -92,12 +92,19 @@ unsafe impl Simd for Emulated16 {
         std::array::from_fn(|i| if m[i] { t[i] } else { f[i] })
     }
     #[inline(always)]
-    fn round(self, a: V) -> V {
-        a.map(f32::round_ties_even)
+    fn shift_to_exponent(self, a: V) -> V {
+        a.map(|x| f32::from_bits(x.to_bits() << 23))
     }
+    /// As the AVX-512 tier: `n = round(a * b)` after the product's rounding, ties to even, and
+    /// `p = n` (for `vscalefps`' emulation below).
     #[inline(always)]
-    fn scale_pow2(self, x: V, n: V) -> V {
-        // Exact in f64 (its exponent range covers 2^-150), then one rounding to f32.
+    fn round_pow2<const NORMAL: bool>(self, a: V, b: V) -> (V, V) {
+        let n = map2(a, b, |a, b| (a * b).round_ties_even());
+        (n, n)
+    }
+    /// As `vscalefps`: exact in f64 (its exponent range covers 2^-151), then one rounding.
+    #[inline(always)]
+    fn scale_pow2<const NORMAL: bool>(self, x: V, n: V) -> V {
         map2(x, n, |x, n| (f64::from(x) * 2f64.powi(n as i32)) as f32)
     }
 }

@@ -24,6 +24,13 @@ pub(crate) mod rows;
 /// The largest vector width of any tier, in `f32` lanes (AVX-512).
 pub(crate) const MAX_LANES: usize = 16;
 
+/// `1.5 * 2^23 + 127`: see [`Simd::round_pow2`].
+const POW2_MAGIC: f32 = 12_583_039.0;
+/// `1.5 * 2^23 + 127 + 64`: see [`Simd::round_pow2`].
+const POW2_MAGIC_SUB: f32 = 12_583_103.0;
+/// `2^-64`.
+const POW2_M64: f32 = f32::from_bits(63 << 23);
+
 /// One instruction set's `f32` vector operations.
 ///
 /// # Safety
@@ -108,18 +115,40 @@ pub(crate) unsafe trait Simd: Copy + 'static {
         self.select(tiny, self.or_sign(self.zero(), a), a)
     }
 
-    /// Rounds to the nearest integer, ties to even (for `|a| < 2^22`).
-    fn round(self, a: Self::V) -> Self::V;
-    /// `x * 2^n` rounded once, for `n` integral in `[-150, 128]` and `x` in `[0.5, 2]`: results
-    /// below `f32::MIN_POSITIVE` are correctly rounded denormals (or zero), above `f32::MAX` inf.
-    fn scale_pow2(self, x: Self::V, n: Self::V) -> Self::V;
-    /// [`Simd::scale_pow2`] where the caller knows the result is normal (`n` in `[-126, 127]`
-    /// and `x * 2^n >= f32::MIN_POSITIVE`): the same bits, since scaling a normal result by a
-    /// power of two is exact, where a tier has a cheaper way for that case.
+    /// `(n, p)`: `n`, the integer nearest to `a * b` (ties to even), for `a * b` in
+    /// `[-151, 0]`, and `p`, the tier's form of `2^n` that [`Simd::scale_pow2`] (with the same
+    /// `NORMAL`) takes.
+    ///
+    /// Default: one `mul_add` rounds `t = a * b + M` to an integer, `M = 1.5 * 2^23 + 127`
+    /// (`+ 64` without `NORMAL`): `t` lies where the floats are the integers, so `n = t - M` exactly,
+    /// and the low 9 bits of `t`'s pattern are `n + 127` (`n + 191`), the biased exponent of
+    /// `2^n` (`2^(n + 64)`): `p = t`. Two instructions, where a rounding instruction and a
+    /// conversion of `n` back to an integer take three or four. (Without FMA `a * b` rounds
+    /// first; `n` is then the integer nearest to that.)
     #[inline(always)]
-    fn scale_pow2_normal(self, x: Self::V, n: Self::V) -> Self::V {
-        self.scale_pow2(x, n)
+    fn round_pow2<const NORMAL: bool>(self, a: Self::V, b: Self::V) -> (Self::V, Self::V) {
+        let m = self.splat(if NORMAL { POW2_MAGIC } else { POW2_MAGIC_SUB });
+        let t = self.mul_add(a, b, m);
+        (self.sub(t, m), t)
     }
+    /// `x * 2^n` rounded once, for `x` in `[0.5, 2]` and `p` from [`Simd::round_pow2`]: with
+    /// `NORMAL` false, `n` in `[-151, 0]` and results below `f32::MIN_POSITIVE` correctly rounded
+    /// denormals (or zero); without, `n` in `[-126, 0]` and `x * 2^n` normal (the same bits).
+    ///
+    /// Default: [`Simd::shift_to_exponent`] of `p` is `2^n` (`2^(n + 64)` without `NORMAL`, then the
+    /// product scaled by `2^-64`: the first product is exact, the second rounds once).
+    #[inline(always)]
+    fn scale_pow2<const NORMAL: bool>(self, x: Self::V, p: Self::V) -> Self::V {
+        let scaled = self.mul(x, self.shift_to_exponent(p));
+        if !NORMAL {
+            self.mul(scaled, self.splat(POW2_M64))
+        } else {
+            scaled
+        }
+    }
+    /// The lanes whose bit patterns are `a`'s shifted left by 23 (the low 9 bits of each become
+    /// its sign and exponent, the mantissa zero).
+    fn shift_to_exponent(self, a: Self::V) -> Self::V;
 
     /// Hints the cache to fetch the line holding `x[0]` (for writing soon, or reading); no
     /// effect on results. Does nothing where a tier has no prefetch instruction, or for an

@@ -101,26 +101,8 @@ unsafe impl Simd for Portable {
         m.select(t, f)
     }
     #[inline(always)]
-    fn round(self, a: f32x8) -> f32x8 {
-        f32x8::from_i32x8(a.fast_round_int())
-    }
-    #[inline(always)]
-    fn scale_pow2_normal(self, x: f32x8, n: f32x8) -> f32x8 {
-        // One factor 2^n, a normal f32 for n in [-126, 127]: the product is exact.
-        let p: f32x8 = wide::bytemuck::cast((n.fast_round_int() + i32x8::splat(127)) << 23);
-        x * p
-    }
-    #[inline(always)]
-    fn scale_pow2(self, x: f32x8, n: f32x8) -> f32x8 {
-        // Two factors 2^n1 * 2^n2 with n1 = n >> 1, n2 = n - n1, both in [-75, 64]: each is a
-        // normal f32, the first product is exact and the second rounds once (into the denormals,
-        // to zero, or to inf as the true result does).
-        let n = n.fast_round_int();
-        let n1 = n >> 1;
-        let n2 = n - n1;
-        let bias = i32x8::splat(127);
-        let p1: f32x8 = wide::bytemuck::cast((n1 + bias) << 23);
-        let p2: f32x8 = wide::bytemuck::cast((n2 + bias) << 23);
-        x * p1 * p2
+    fn shift_to_exponent(self, a: f32x8) -> f32x8 {
+        let bits: i32x8 = wide::bytemuck::cast(a);
+        wide::bytemuck::cast(bits << 23)
     }
 }

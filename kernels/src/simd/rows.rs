@@ -109,15 +109,19 @@ unsafe impl<S: Simd, const N: usize> Simd for Rows<S, N> {
         lanes_of!(self, a[0], N, |i| self.0.flush_denormals(a[i]))
     }
     #[inline(always)]
-    fn round(self, a: Self::V) -> Self::V {
-        lanes_of!(self, a[0], N, |i| self.0.round(a[i]))
+    fn shift_to_exponent(self, a: Self::V) -> Self::V {
+        lanes_of!(self, a[0], N, |i| self.0.shift_to_exponent(a[i]))
     }
     #[inline(always)]
-    fn scale_pow2(self, x: Self::V, n: Self::V) -> Self::V {
-        lanes_of!(self, x[0], N, |i| self.0.scale_pow2(x[i], n[i]))
+    fn round_pow2<const NORMAL: bool>(self, a: Self::V, b: Self::V) -> (Self::V, Self::V) {
+        let (mut n, mut p) = (a, a);
+        for i in 0..N {
+            (n[i], p[i]) = self.0.round_pow2::<NORMAL>(a[i], b[i]);
+        }
+        (n, p)
     }
     #[inline(always)]
-    fn scale_pow2_normal(self, x: Self::V, n: Self::V) -> Self::V {
-        lanes_of!(self, x[0], N, |i| self.0.scale_pow2_normal(x[i], n[i]))
+    fn scale_pow2<const NORMAL: bool>(self, x: Self::V, p: Self::V) -> Self::V {
+        lanes_of!(self, x[0], N, |i| self.0.scale_pow2::<NORMAL>(x[i], p[i]))
     }
 }

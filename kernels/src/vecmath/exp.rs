@@ -4,6 +4,7 @@
 //! two (Cody & Waite) so that `n * LN2_HI` is exact for every `|n| <= 150` even without FMA;
 //! then `e^r` by a degree-7 polynomial (`1 + r + r^2 P(r)`, `P` of degree 5) and the scaling by
 //! `2^n` in one rounding ([`Simd::scale_pow2`]), which also yields correctly rounded denormals.
+//! `n` and the bits of `2^n` come from one `mul_add` ([`Simd::round_pow2`]).
 //!
 //! The coefficients of `P` are the Cephes `expf` ones (S. L. Moshier, Cephes Math Library 2.2,
 //! `expf.c`): a minimax fit of the relative error of `(e^r - 1 - r) / r^2` on `[-ln2/2, ln2/2]`.
@@ -42,14 +43,13 @@ const X_MIN_NORMAL: f32 = -87.0;
 /// through, every later operation keeps it), which is how the callers propagate NaN.
 ///
 /// With `NORMAL_ONLY`, inputs below -87 are taken as -87 (`e^-87 = 1.6e-38`), so every result
-/// is normal and the scaling by `2^n` takes the tier's cheaper path for that case
-/// ([`Simd::scale_pow2_normal`]); for a caller to which every value below ~1e-35 is the same
-/// (`tanh`, where `e^-2|x| < 2^-25` already gives ±1), the results are the same bits.
+/// is normal and the scaling by `2^n` is one product (`Simd::scale_pow2::<true>`); for a caller to which every value below ~1e-35 is
+/// the same (`tanh`, where `e^-2|x| < 2^-25` already gives ±1), the results are the same bits.
 #[inline(always)]
 pub(crate) fn exp_nonpositive<S: Simd, const NORMAL_ONLY: bool>(s: S, x: S::V) -> S::V {
     // `x <= 0`: only the lower clamp can apply.
     let x = s.max(x, s.splat(if NORMAL_ONLY { X_MIN_NORMAL } else { X_MIN }));
-    let n = s.round(s.mul(x, s.splat(LOG2E)));
+    let (n, pow2) = s.round_pow2::<NORMAL_ONLY>(x, s.splat(LOG2E));
     let r = s.mul_add(n, s.splat(-LN2_HI), x);
     let r = s.mul_add(n, s.splat(-LN2_LO), r);
     // P(r) by Estrin's scheme: three linear pieces at once, joined by `r^2`, a chain of three
@@ -61,9 +61,5 @@ pub(crate) fn exp_nonpositive<S: Simd, const NORMAL_ONLY: bool>(s: S, x: S::V) -
     let p = s.mul_add(s.mul_add(hi, r2, mid), r2, lo);
     // e^r = 1 + r + r^2 P(r), the small terms first.
     let e_r = s.add(s.mul_add(p, r2, r), s.splat(1.0));
-    if NORMAL_ONLY {
-        s.scale_pow2_normal(e_r, n)
-    } else {
-        s.scale_pow2(e_r, n)
-    }
+    s.scale_pow2::<NORMAL_ONLY>(e_r, pow2)
 }
