@@ -934,7 +934,7 @@ fn run_chunk(
         }
         (&std::mem::take(&mut ch.x)[..n_rows * in_size], n_rows)
     };
-    let ahead = steps_ahead(&w.w_ih, plan.split, rows, n_rows);
+    let ahead = steps_ahead(&w.w_ih, plan.split, rows, n_rows, l2_bytes());
     if ahead == 0 {
         project_inputs(kernels, w, src, ch.xp, n_rows, plan.split);
     }
@@ -969,30 +969,69 @@ fn run_chunk(
 /// A large batch's `xp` of all steps is far beyond L2 (lstm_b64: 32 MiB): projected at once,
 /// it is written out to L3 and read back by the steps. Projected a few steps ahead, it is
 /// still in L2 when the steps read it; that pays where `W_ih` is small enough to be read
-/// again for every group (measured on the Xeon of docs/PERFORMANCE.md, the kernels alone:
-/// I256 H256 B64 T128 64.8 -> 62.7-62.9 ms for groups of 1 to 8 steps; I512 H1024 B256 T32,
-/// an 8 MiB `W_ih`, 718 -> 732-738 ms, so not there). Only on the calling thread (a split
-/// step loop projects its shares in parallel up front). A row's projection does not depend
-/// on the other rows of its call, so the results are the same bits either way.
+/// again for every group. The bounds are fractions of the core's L2 (`l2`, bytes; see
+/// [`l2_bytes`]): an `xp` beyond twice L2, a `W_ih` of at most half of it, groups of a
+/// quarter of it (at least one step). Measured, the kernels alone: on the Xeon of
+/// docs/PERFORMANCE.md (2 MiB L2) I256 H256 B64 T128 64.8 -> 62.7-62.9 ms for groups of 1 to
+/// 8 steps, and I512 H1024 B256 T32 (an 8 MiB `W_ih`) 718 -> 732-738 ms, so not there; on the
+/// Zen 3 (512 KiB L2) lstm_b64's 1 MiB `W_ih` read once a step lost (`recur bench` min 129.4
+/// -> 128.6 ms, medians 1-10% apart) and is left out by the same rule. Only on the calling
+/// thread (a split step loop projects its shares in parallel up front). A row's projection
+/// does not depend on the other rows of its call, so the results are the same bits either way.
 ///
 /// `rows`: the chunk's rows, `n_rows`: the rows of all its steps, `split`: the threads its
 /// steps are split across.
-fn steps_ahead(w_ih: &PackedMatrix, split: usize, rows: usize, n_rows: usize) -> usize {
+fn steps_ahead(w_ih: &PackedMatrix, split: usize, rows: usize, n_rows: usize, l2: usize) -> usize {
     let gh = w_ih.rows();
     let w_ih_bytes = gh * w_ih.cols() * 4;
-    if split > 1 || rows == 0 || n_rows * gh * 4 <= AHEAD_MIN_XP || w_ih_bytes > AHEAD_MAX_W_IH {
+    if split > 1 || rows == 0 || n_rows * gh * 4 <= 2 * l2 || w_ih_bytes > l2 / 2 {
         return 0;
     }
-    (AHEAD_GROUP_XP / (rows * gh * 4)).max(1)
+    (l2 / 4 / (rows * gh * 4)).max(1)
 }
 
-/// Smallest `xp` (bytes, all steps of a chunk) projected ahead in groups (twice L2: smaller
-/// ones stay in cache anyway).
-const AHEAD_MIN_XP: usize = 4 << 20;
-/// Largest `W_ih` (bytes) projected ahead in groups (it is read once a group).
-const AHEAD_MAX_W_IH: usize = 1 << 20;
-/// `xp` bytes of a group of steps projected ahead: a quarter of L2.
-const AHEAD_GROUP_XP: usize = 512 << 10;
+/// L2 bytes assumed where the machine does not say (`l2_bytes`).
+const L2_DEFAULT: usize = 1 << 20;
+
+/// The L2 cache of one core in bytes, read once (Linux: the first level-2 data or unified
+/// cache of cpu0 in sysfs), or [`L2_DEFAULT`] where that is not there or not readable.
+/// Loading a model reads it, so that no call does.
+pub(crate) fn l2_bytes() -> usize {
+    static L2: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *L2.get_or_init(|| {
+        l2_from_sysfs(std::path::Path::new("/sys/devices/system/cpu/cpu0/cache"))
+            .unwrap_or(L2_DEFAULT)
+    })
+}
+
+/// The size of the first level-2 data or unified cache under `dir` (`index*/level`, `type`,
+/// `size` as Linux writes them: `2`, `Unified`, `512K`).
+fn l2_from_sysfs(dir: &std::path::Path) -> Option<usize> {
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).ok();
+    (0..8).find_map(|i| {
+        let d = dir.join(format!("index{i}"));
+        let level = read(d.join("level"))?;
+        let kind = read(d.join("type"))?;
+        if level.trim() != "2" || kind.trim() == "Instruction" {
+            return None;
+        }
+        parse_cache_size(read(d.join("size"))?.trim())
+    })
+}
+
+/// `512K`, `2048K`, `1M` or a plain byte count, as bytes; `None` for anything else or zero.
+fn parse_cache_size(s: &str) -> Option<usize> {
+    let (digits, unit) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 1 << 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 1 << 20),
+        _ => (s, 1),
+    };
+    digits
+        .parse::<usize>()
+        .ok()?
+        .checked_mul(unit)
+        .filter(|&b| b > 0)
+}
 
 /// The input projection `xp = x W_ihᵀ + bias` of `n` rows, in `parts` contiguous row shares
 /// on the rayon pool when the chunk's steps will be split across `parts` threads (the pool then
@@ -1524,7 +1563,7 @@ fn gather_states(plan: &Plan<'_>, sz: &Sizes, arena: &[f32], h_n: &mut [f32], c_
 
 #[cfg(test)]
 mod tests {
-    use super::{refill, steps_ahead};
+    use super::{l2_bytes, l2_from_sysfs, parse_cache_size, refill, steps_ahead};
     use recur_kernels::PackedMatrix;
 
     fn w_ih(gh: usize, input: usize) -> PackedMatrix {
@@ -1533,19 +1572,57 @@ mod tests {
 
     #[test]
     fn large_batches_of_small_inputs_are_projected_a_few_steps_ahead() {
-        // lstm_b64: 32 MiB of `xp`, a 1 MiB `W_ih`: groups of 2 steps (256 KiB each).
-        assert_eq!(steps_ahead(&w_ih(1024, 256), 1, 64, 128 * 64), 2);
+        let l2 = 2 << 20;
+        // lstm_b64 with a 2 MiB L2: 32 MiB of `xp`, a 1 MiB `W_ih`: groups of 2 steps (256 KiB
+        // each).
+        assert_eq!(steps_ahead(&w_ih(1024, 256), 1, 64, 128 * 64, l2), 2);
+        // With a 512 KiB L2, a 1 MiB `W_ih` is not read once a group.
+        assert_eq!(steps_ahead(&w_ih(1024, 256), 1, 64, 128 * 64, 512 << 10), 0);
         // Split across threads: projected up front, in shares.
-        assert_eq!(steps_ahead(&w_ih(1024, 256), 2, 64, 128 * 64), 0);
+        assert_eq!(steps_ahead(&w_ih(1024, 256), 2, 64, 128 * 64, l2), 0);
         // lstm_big_b256: an 8 MiB `W_ih` is not read once a group.
-        assert_eq!(steps_ahead(&w_ih(4096, 512), 1, 256, 32 * 256), 0);
+        assert_eq!(steps_ahead(&w_ih(4096, 512), 1, 256, 32 * 256, l2), 0);
         // An `xp` that stays in cache anyway (lstm_stream_b1's 800 KiB).
-        assert_eq!(steps_ahead(&w_ih(2048, 80), 1, 1, 100), 0);
+        assert_eq!(steps_ahead(&w_ih(2048, 80), 1, 1, 100, l2), 0);
         // The shapes of tests/engine_props.rs's `projected_ahead_...` (input 8, hidden 64, at
-        // least 260 of 300 steps for 64 rows; the RNN's 64 gate rows are the fewest).
-        for gh in [64, 192, 256] {
-            assert!(steps_ahead(&w_ih(gh, 8), 1, 64, 260 * 64) > 0, "{gh}");
+        // least 260 of 300 steps for 64 rows; the RNN's 64 gate rows are the fewest), with
+        // the L2 of the machines the project has run on (512 KiB, 2 MiB; that test's RNN is
+        // projected at once from a 4 MiB L2 on).
+        for l2 in [512 << 10, l2] {
+            for gh in [64, 192, 256] {
+                assert!(
+                    steps_ahead(&w_ih(gh, 8), 1, 64, 260 * 64, l2) > 0,
+                    "{gh} {l2}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn the_l2_size_is_read_as_linux_writes_it() {
+        assert_eq!(parse_cache_size("512K"), Some(512 << 10));
+        assert_eq!(parse_cache_size("2048K"), Some(2 << 20));
+        assert_eq!(parse_cache_size("1M"), Some(1 << 20));
+        assert_eq!(parse_cache_size("65536"), Some(65536));
+        for bad in ["", "K", "0K", "-1K", "12Q", "99999999999999999999M"] {
+            assert_eq!(parse_cache_size(bad), None, "{bad}");
+        }
+        let dir = std::env::temp_dir().join(format!("recur-l2-{}", std::process::id()));
+        let index = |i: usize, level: &str, kind: &str, size: &str| {
+            let d = dir.join(format!("index{i}"));
+            std::fs::create_dir_all(&d).unwrap();
+            for (f, v) in [("level", level), ("type", kind), ("size", size)] {
+                std::fs::write(d.join(f), format!("{v}\n")).unwrap();
+            }
+        };
+        index(0, "1", "Data", "32K");
+        index(1, "1", "Instruction", "32K");
+        index(2, "2", "Unified", "512K");
+        index(3, "3", "Unified", "32768K");
+        assert_eq!(l2_from_sysfs(&dir), Some(512 << 10));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(l2_from_sysfs(&dir), None);
+        assert!(l2_bytes() > 0);
     }
 
     #[test]

@@ -97,6 +97,8 @@ impl Model {
             )));
         }
         let kernels = kernels_for(Isa::selected()?).expect("a selected tier has kernels");
+        // The core's L2 size, read once here so that no call pays for (or allocates in) it.
+        crate::forward::l2_bytes();
         let layers = (0..config.num_layers)
             .map(|l| {
                 (0..config.directions())
