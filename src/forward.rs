@@ -1001,6 +1001,8 @@ pub(crate) fn l2_bytes() -> usize {
     *L2.get_or_init(|| {
         l2_from_sysfs(std::path::Path::new("/sys/devices/system/cpu/cpu0/cache"))
             .unwrap_or(L2_DEFAULT)
+            // A figure beyond any core's L2 (or a mistaken one) stays within reason.
+            .clamp(64 << 10, 256 << 20)
     })
 }
 

@@ -120,9 +120,9 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     /// `NORMAL`) takes.
     ///
     /// Default: one `mul_add` rounds `t = a * b + M` to an integer, `M = 1.5 * 2^23 + 127`
-    /// (`+ 64` without `NORMAL`): `t` lies where the floats are the integers, so `n = t - M` exactly,
-    /// and the low 9 bits of `t`'s pattern are `n + 127` (`n + 191`), the biased exponent of
-    /// `2^n` (`2^(n + 64)`): `p = t`. Two instructions, where a rounding instruction and a
+    /// (`+ 64` without `NORMAL`): `t` lies where the floats are the integers, so `n = t - M`
+    /// exactly, and the low 9 bits of `t`'s pattern are `n + 127` (`n + 191`), the biased
+    /// exponent of `2^n` (`2^(n + 64)`): `p = t`. Two instructions, where a rounding instruction and a
     /// conversion of `n` back to an integer take three or four. (Without FMA `a * b` rounds
     /// first; `n` is then the integer nearest to that.)
     #[inline(always)]
@@ -131,12 +131,13 @@ pub(crate) unsafe trait Simd: Copy + 'static {
         let t = self.mul_add(a, b, m);
         (self.sub(t, m), t)
     }
-    /// `x * 2^n` rounded once, for `x` in `[0.5, 2]` and `p` from [`Simd::round_pow2`]: with
-    /// `NORMAL` false, `n` in `[-151, 0]` and results below `f32::MIN_POSITIVE` correctly rounded
-    /// denormals (or zero); without, `n` in `[-126, 0]` and `x * 2^n` normal (the same bits).
+    /// `x * 2^n` rounded once, for `x` in `[0.5, 2]` and `p` from [`Simd::round_pow2`]: without
+    /// `NORMAL`, `n` in `[-151, 0]` and results below `f32::MIN_POSITIVE` correctly rounded
+    /// denormals (or zero); with it, `n` in `[-126, 0]` and `x * 2^n` normal.
     ///
-    /// Default: [`Simd::shift_to_exponent`] of `p` is `2^n` (`2^(n + 64)` without `NORMAL`, then the
-    /// product scaled by `2^-64`: the first product is exact, the second rounds once).
+    /// Default: [`Simd::shift_to_exponent`] of `p` is `2^n` (`2^(n + 64)` without `NORMAL`,
+    /// then the product scaled by `2^-64`: the first product is exact, the second rounds
+    /// once).
     #[inline(always)]
     fn scale_pow2<const NORMAL: bool>(self, x: Self::V, p: Self::V) -> Self::V {
         let scaled = self.mul(x, self.shift_to_exponent(p));

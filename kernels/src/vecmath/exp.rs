@@ -43,8 +43,9 @@ const X_MIN_NORMAL: f32 = -87.0;
 /// through, every later operation keeps it), which is how the callers propagate NaN.
 ///
 /// With `NORMAL_ONLY`, inputs below -87 are taken as -87 (`e^-87 = 1.6e-38`), so every result
-/// is normal and the scaling by `2^n` is one product (`Simd::scale_pow2::<true>`); for a caller to which every value below ~1e-35 is
-/// the same (`tanh`, where `e^-2|x| < 2^-25` already gives ±1), the results are the same bits.
+/// is normal and the scaling by `2^n` is one product (`Simd::scale_pow2::<true>`); for a
+/// caller to which every value below ~1e-35 is the same (`tanh`, where `e^-2|x| < 2^-25`
+/// already gives ±1), the results are the same bits.
 #[inline(always)]
 pub(crate) fn exp_nonpositive<S: Simd, const NORMAL_ONLY: bool>(s: S, x: S::V) -> S::V {
     // `x <= 0`: only the lower clamp can apply.
