@@ -122,9 +122,9 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     /// Default: one `mul_add` rounds `t = a * b + M` to an integer, `M = 1.5 * 2^23 + 127`
     /// (`+ 64` without `NORMAL`): `t` lies where the floats are the integers, so `n = t - M`
     /// exactly, and the low 9 bits of `t`'s pattern are `n + 127` (`n + 191`), the biased
-    /// exponent of `2^n` (`2^(n + 64)`): `p = t`. Two instructions, where a rounding instruction and a
-    /// conversion of `n` back to an integer take three or four. (Without FMA `a * b` rounds
-    /// first; `n` is then the integer nearest to that.)
+    /// exponent of `2^n` (`2^(n + 64)`): `p = t`. Two instructions, where a rounding
+    /// instruction and a conversion of `n` back to an integer take three or four. (Without
+    /// FMA `a * b` rounds first; `n` is then the integer nearest to that.)
     #[inline(always)]
     fn round_pow2<const NORMAL: bool>(self, a: Self::V, b: Self::V) -> (Self::V, Self::V) {
         let m = self.splat(if NORMAL { POW2_MAGIC } else { POW2_MAGIC_SUB });
