@@ -95,8 +95,6 @@ pub struct Workspace {
     layer_in: Vec<f32>,
     layer_out: Vec<f32>,
     arenas: [Vec<f32>; 2],
-    /// The input with its denormals flushed, for the calls whose input has any.
-    flushed: Vec<f32>,
 }
 
 impl Workspace {
@@ -339,7 +337,6 @@ impl Model {
             layer_in,
             layer_out,
             arenas,
-            flushed,
         } = ws;
         let plan = self.plan(fi, &shape, order, lengths);
         // The call's need is within MAX_CALL_BYTES (checked above); an allocation the machine
@@ -354,19 +351,7 @@ impl Model {
             width: cfg.input_size,
             batch_first: out.dims.batch_first,
         };
-        // Denormal inputs would cost the projection a microcode assist per product on Intel
-        // cores (~200x slower, see `recur_kernels::denormal`): flushed to ±0 here. Later layers
-        // read the kernels' outputs, which are flushed already.
-        let input = if (self.kernels.has_denormals)(fi.input.data) {
-            flushed.clear();
-            flushed
-                .try_reserve_exact(fi.input.data.len())
-                .map_err(oom)?;
-            flushed.extend(fi.input.data.iter().map(|&v| flush(v)));
-            &flushed[..]
-        } else {
-            fi.input.data
-        };
+        let input = fi.input.data;
         for layer in 0..cfg.num_layers {
             let last = layer + 1 == cfg.num_layers;
             let (x, x_layout) = if layer == 0 {
@@ -386,7 +371,10 @@ impl Model {
                     .map(|t| &t.data[idx * n * h_out..(idx + 1) * n * h_out]);
                 let c0 = fi.c0.map(|t| &t.data[idx * n * h..(idx + 1) * n * h]);
                 let w = &self.layers[layer][d];
-                run_direction(self.kernels, w, &plan, d == 1, x, x_layout, (h0, c0), arena);
+                // Layer 0 reads the caller's input, which may hold denormals (`run_chunk`
+                // flushes them); later layers read the kernels' outputs, flushed already.
+                let x = (x, x_layout, layer == 0);
+                run_direction(self.kernels, w, &plan, d == 1, x, (h0, c0), arena);
             };
             let [a0, a1] = arenas;
             if d_count == 2 && plan.parallel_directions {
@@ -467,9 +455,7 @@ impl Model {
     /// `u64::MAX`: about `4 · L · N · (D · (I + G·H + H_out) + (1 + min(layers - 1, 2)) · D·H_out)`
     /// for `L` steps of `N` sequences, `I` the widest layer input and `G` the gates. A call
     /// over [`MAX_CALL_BYTES`] is refused. Errors as [`Model::forward`] does if the shape does
-    /// not fit the model; the input's data is not needed. (An input holding denormal values
-    /// also takes a flushed copy of itself, `4 · L · N · I` bytes more: see
-    /// `recur_kernels::denormal`.)
+    /// not fit the model; the input's data is not needed.
     pub fn call_bytes(&self, input_shape: &[usize]) -> Result<u64> {
         self.call_shape(input_shape)
             .map(|shape| self.need_bytes(&shape).unwrap_or(u64::MAX))
@@ -863,6 +849,10 @@ impl<'s> Chunk<'s> {
     }
 }
 
+/// A layer's input: its data, their layout, and whether they may hold denormals (the caller's
+/// input, which `run_chunk` flushes on its way into the projection).
+type LayerInput<'a> = (&'a [f32], SeqLayout, bool);
+
 /// Runs one layer in one direction over the whole batch, chunk by chunk (chunks in parallel);
 /// leaves each chunk's output rows, final `c` and `h_n` in its region of `arena`, in loop order.
 #[allow(clippy::too_many_arguments)]
@@ -871,12 +861,11 @@ fn run_direction(
     w: &DirectionWeights,
     plan: &Plan<'_>,
     reverse: bool,
-    x: &[f32],
-    x_layout: SeqLayout,
+    x: LayerInput<'_>,
     state0: (Option<&[f32]>, Option<&[f32]>),
     arena: &mut [f32],
 ) {
-    let sz = Sizes::new(w, plan.seq_len, x_layout.width);
+    let sz = Sizes::new(w, plan.seq_len, x.1.width);
     let per_row = sz.per_row();
     let need = plan.batch * per_row;
     // Sized for every layer by `Model::grow_arenas` before the first.
@@ -884,7 +873,7 @@ fn run_direction(
     let run = |ci: usize, region: &mut [f32]| {
         let rows = region.len() / per_row;
         let mut ch = Chunk::carve(region, ci * plan.chunk_rows, rows, &sz);
-        run_chunk(kernels, w, plan, reverse, x, x_layout, state0, &mut ch);
+        run_chunk(kernels, w, plan, reverse, x, state0, &mut ch);
     };
     if plan.chunk_rows >= plan.batch {
         run(0, arena);
@@ -903,8 +892,7 @@ fn run_chunk(
     w: &DirectionWeights,
     plan: &Plan<'_>,
     reverse: bool,
-    x: &[f32],
-    x_layout: SeqLayout,
+    (x, x_layout, raw): LayerInput<'_>,
     (h0, c0): (Option<&[f32]>, Option<&[f32]>),
     ch: &mut Chunk<'_>,
 ) {
@@ -914,7 +902,14 @@ fn run_chunk(
     let order = &plan.order[ch.row0..ch.row0 + rows];
 
     // The projection's inputs, in loop order: xp = x W_ihᵀ + bias of every valid (step, row).
-    let (src, n_rows) = if !reverse && !plan.ragged && rows == plan.batch && !x_layout.batch_first {
+    //
+    // Denormal inputs would cost the projection a microcode assist per product on Intel cores
+    // (~200x slower, see `recur_kernels::denormal`), so a raw input is flushed to ±0 on its
+    // way in, scanned where its rows are hot: gathered rows step by step as they are copied;
+    // an input projected where it lies, group by group just before each group's projection
+    // (`run_steps`), or whole here when it is projected at once, flushed into the chunk's `x`.
+    let in_place = !reverse && !plan.ragged && rows == plan.batch && !x_layout.batch_first;
+    let (src, n_rows) = if in_place {
         // The whole batch forward, every sequence full, seq-major: the input already is in
         // loop order (step s, row b at s * N + b), so it is projected where it lies.
         let n_rows = plan.seq_len * rows;
@@ -930,12 +925,24 @@ fn run_chunk(
                 let src = x_layout.at(time_of(plan, reverse, s, b), b);
                 ch.x[(at + r) * in_size..][..in_size].copy_from_slice(&x[src..src + in_size]);
             }
+            let gathered = &mut ch.x[at * in_size..(at + active) * in_size];
+            if raw && (kernels.has_denormals)(gathered) {
+                gathered.iter_mut().for_each(|v| *v = flush(*v));
+            }
             n_rows = at + active;
         }
         (&std::mem::take(&mut ch.x)[..n_rows * in_size], n_rows)
     };
     let ahead = steps_ahead(&w.w_ih, plan.split, rows, n_rows, l2_bytes());
+    // Whether the projection's inputs still need their scan for denormals.
+    let scan = raw && in_place;
     if ahead == 0 {
+        let src = if scan && (kernels.has_denormals)(src) {
+            flush_into(&mut ch.x[..src.len()], src);
+            &ch.x[..src.len()]
+        } else {
+            src
+        };
         project_inputs(kernels, w, src, ch.xp, n_rows, plan.split);
     }
 
@@ -959,7 +966,7 @@ fn run_chunk(
     if plan.split > 1 {
         run_steps_split(kernels, w, plan, ch, plan.split);
     } else {
-        run_steps(kernels, w, plan, ch, (src, ahead));
+        run_steps(kernels, w, plan, ch, (src, ahead, scan));
     }
 }
 
@@ -1094,13 +1101,15 @@ fn step_rows<'a>(plan: &'a Plan<'_>, order: &'a [usize]) -> impl Iterator<Item =
 ///
 /// With `ahead > 0`, the input projections of every `ahead` steps are computed from `src` (the
 /// chunk's inputs in loop order) just before the first of them, into the start of `ch.xp`
-/// (see [`steps_ahead`]); with `0`, `ch.xp` holds them all already.
+/// (see [`steps_ahead`]); with `0`, `ch.xp` holds them all already. With `scan`, `src` is the
+/// caller's input, and each group's rows are scanned for denormals just before their projection
+/// (which then finds them in cache), flushed into `ch.x` where they hold any.
 fn run_steps(
     kernels: &Kernels,
     w: &DirectionWeights,
     plan: &Plan<'_>,
     ch: &mut Chunk<'_>,
-    (src, ahead): (&[f32], usize),
+    (src, ahead, scan): (&[f32], usize, bool),
 ) {
     let rows = ch.rows;
     let (g, h) = (w.w_hh.gates(), w.w_hh.rows());
@@ -1125,14 +1134,16 @@ fn run_steps(
                 .take(ahead)
                 .last()
                 .map_or(at, |r| r.at + r.active);
-            project_inputs(
-                kernels,
-                w,
-                &src[at * in_size..end * in_size],
-                &mut ch.xp[..(end - at) * gh],
-                end - at,
-                1,
-            );
+            let group_src = &src[at * in_size..end * in_size];
+            let group_src = if scan && (kernels.has_denormals)(group_src) {
+                let flushed = &mut ch.x[..group_src.len()];
+                flush_into(flushed, group_src);
+                &*flushed
+            } else {
+                group_src
+            };
+            let xp = &mut ch.xp[..(end - at) * gh];
+            project_inputs(kernels, w, group_src, xp, end - at, 1);
             group = (at, end);
         }
         let first = at - group.0;

@@ -309,35 +309,89 @@ fn nan_in_one_element_leaves_the_others_untouched() {
     }
 }
 
+/// `(dirty, clean)`: `t` with every third value denormal (alternating signs) in `dirty` and a
+/// zero of the same sign in `clean`.
+fn spoil(t: &Tensor) -> (Tensor, Tensor) {
+    let (mut dirty, mut clean) = (t.clone(), t.clone());
+    for (i, (d, c)) in dirty.data.iter_mut().zip(&mut clean.data).enumerate() {
+        if i % 3 == 0 {
+            let v = f32::MIN_POSITIVE / (2.0 + (i % 7) as f32);
+            *d = if i % 2 == 0 { v } else { -v };
+            *c = 0.0f32.copysign(*d);
+        }
+    }
+    (dirty, clean)
+}
+
+/// As [`denormal_inputs_act_as_signed_zeros`], for an input large enough that the engine
+/// projects it a few steps ahead, scanning each group of steps for denormals just before its
+/// projection (64 x 300 steps of a 64-unit LSTM or GRU: `xp` of 18.8 / 14.1 MiB, beyond twice
+/// any L2 below 7 MiB, and a `W_ih` of 8 / 6 KiB): on one thread (the input projected where it
+/// lies) and two (two batch chunks, gathered step by step). So that a denormal left in would
+/// show, `W_ih` is scaled by 2^100 and the biases are zero: a step whose inputs are all
+/// denormal then projects to ~1e-10 instead of `±0`, which a zero state keeps (the first step,
+/// or every step when the whole input is denormal); a middle step's shows only in the time.
+///
+/// The same for 20 steps, which are projected at once (the input scanned whole first).
+#[test]
+fn denormal_inputs_projected_ahead_act_as_signed_zeros() {
+    let (n, i) = (64, 8);
+    for (mode, seq) in [(Mode::Lstm, 300), (Mode::Gru, 300), (Mode::Lstm, 20)] {
+        let config = Config::new(mode, i, 64);
+        let case = Case {
+            config: config.clone(),
+            run: Run::new(seq, n, false),
+            seed: 0xde0 + mode as u64,
+            weight_scale: 1.0,
+        };
+        let (mut sd, b) = build(&case);
+        for t in sd.get_mut("weight_ih_l0").unwrap().data.iter_mut() {
+            *t *= 2f32.powi(100);
+        }
+        for name in ["bias_ih_l0", "bias_hh_l0"] {
+            sd.get_mut(name).unwrap().data.fill(0.0);
+        }
+        let mut model = Model::from_state_dict(config, &sd).unwrap();
+        let step = n * i;
+        for steps in [0..1, seq / 2..seq / 2 + 1, seq - 1..seq, 0..seq] {
+            let (mut dirty, mut clean) = (b.input.clone(), b.input.clone());
+            for at in steps.start * step..steps.end * step {
+                let v = f32::MIN_POSITIVE / (2.0 + (at % 7) as f32);
+                dirty.data[at] = if at % 2 == 0 { v } else { -v };
+                clean.data[at] = 0.0f32.copysign(dirty.data[at]);
+            }
+            for isa in available_tiers() {
+                model.set_isa(isa).unwrap();
+                for threads in [1, 2] {
+                    let run = |x: &Tensor| {
+                        let fi = ForwardInput {
+                            input: x.view(),
+                            ..b.forward_input()
+                        };
+                        run_in_pool(&model, &fi, threads)
+                    };
+                    let (d, c) = (run(&dirty), run(&clean));
+                    assert_eq!(
+                        all_bits(&d),
+                        all_bits(&c),
+                        "{mode} {seq} steps, {isa}, {threads} threads: denormal inputs in steps {steps:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Denormal inputs are flushed to `±0` on the way in (on Intel cores every product with a
 /// denormal operand takes a microcode assist: the input projection ran ~200x slower), so a call
 /// whose input, `h0` and `c0` hold denormals gives the same bits as the call with those values
 /// replaced by zeros of their sign; no output is ever denormal. With and without lengths.
 #[test]
 fn denormal_inputs_act_as_signed_zeros() {
-    let tiny = |i: usize| {
-        let v = f32::MIN_POSITIVE / (2.0 + (i % 7) as f32);
-        if i % 2 == 0 {
-            v
-        } else {
-            -v
-        }
-    };
     for mode in Mode::ALL {
         for ragged in [false, true] {
             let (config, sd, b) = wide_case(mode, false, ragged);
             let mut model = Model::from_state_dict(config.clone(), &sd).unwrap();
-            // Every third value denormal in `dirty`, a zero of its sign in `clean`.
-            let spoil = |t: &Tensor| {
-                let (mut dirty, mut clean) = (t.clone(), t.clone());
-                for (i, (d, c)) in dirty.data.iter_mut().zip(&mut clean.data).enumerate() {
-                    if i % 3 == 0 {
-                        *d = tiny(i);
-                        *c = 0.0f32.copysign(*d);
-                    }
-                }
-                (dirty, clean)
-            };
             let (x_dirty, x_clean) = spoil(&b.input);
             let (h_dirty, h_clean) = spoil(b.h0.as_ref().unwrap());
             let c = b.c0.as_ref().map(&spoil);
