@@ -344,14 +344,16 @@ tier! {
 
 /// The AVX-512 tier's tiles, for the hardware tier and its emulation alike (the emulation must
 /// run the same tiles to test them). 32 registers: LSTM row tiles of 6 (and 5) rows x 4 gates,
-/// GRU 6 (7) rows x 3 gates, RNN and projection 4 (5) rows x 4 blocks; a single row covers 2
+/// GRU 8 (7) rows x 3 gates, RNN and projection 4 (5) rows x 4 blocks; a single row covers 2
 /// blocks of every gate (LSTM, GRU) or 8 blocks (RNN, projection) per pass. Measured on a Xeon
 /// (2 MiB L2), criterion step benches: RNN H1024xB4 4 rows x 4 blocks 75 GFLOP/s against 54 for
-/// 8 x 1 (the projection of lstmp_b4, 4 rows of K = 1024: 24 -> 12 us a step); GRU 4 or 8 rows
-/// no faster than 6. LSTM 6-row tiles (24 accumulators, 4 weight vectors a `k` for 24 FMAs
-/// instead of 16) against 4: no faster on the Xeon of sessions 5-7 (model 207, ~2.9 GHz), ~5%
-/// faster on that of session 10 (model 167, ~3.7 GHz; step probes, min of 8 alternated runs:
-/// H256 B64 206 -> 191 us, H1024 B256 12.9 -> 12.2 ms, H256 B16 55 -> 53; batch 4 takes the
+/// 8 x 1 (the projection of lstmp_b4, 4 rows of K = 1024: 24 -> 12 us a step). LSTM 6-row
+/// tiles (24 accumulators, 4 weight vectors a `k` for 24 FMAs instead of 16) against 4, and
+/// GRU 8-row tiles (24 accumulators) against 6: no faster on the Xeon of sessions 5-7 (model
+/// 207, ~2.9 GHz), faster on that of session 10 (model 167, ~3.7 GHz; step probes, min of 6-8
+/// alternated runs: LSTM H256 B64 206 -> 191 us, H1024 B256 12.9 -> 12.2 ms, H256 B16 55 -> 53;
+/// GRU H256 B16 46.0 -> 43.5 us, B8 23.9 -> 21.9, H512 B16 214 -> 193, H1024 B32 1.50 -> 1.44
+/// ms, H256 B64 the same, B12 (8 + 4 rows instead of 2 x 6) 33.0 -> 33.4; batch 4 takes the
 /// 4-row tile either way).
 macro_rules! avx512_tier {
     (
@@ -367,7 +369,7 @@ macro_rules! avx512_tier {
             token: $tok = $new;
             features: [$(#[$tf])*];
             lstm: (6, 4, 1, 5, 4, 1, 1, 4, 1, 2);
-            gru: (6, 3, 1, 7, 3, 1, 1, 3, 1, 2);
+            gru: (8, 3, 1, 7, 3, 1, 1, 3, 1, 2);
             // Sums in two halves: a 64-unit layer's single row has only 4 blocks, 4 chains.
             rnn: (4, 1, 1, 5, 1, 1, 2, 1, 1, 8, split_k: true);
             project: (4, 1, 1, 5, 1, 1, 4, 1, 1, 8);
