@@ -351,11 +351,10 @@ impl Model {
             width: cfg.input_size,
             batch_first: out.dims.batch_first,
         };
-        let input = fi.input.data;
         for layer in 0..cfg.num_layers {
             let last = layer + 1 == cfg.num_layers;
             let (x, x_layout) = if layer == 0 {
-                (input, input_layout)
+                (fi.input.data, input_layout)
             } else {
                 let seq = SeqLayout {
                     width,
@@ -937,12 +936,7 @@ fn run_chunk(
     // Whether the projection's inputs still need their scan for denormals.
     let scan = raw && in_place;
     if ahead == 0 {
-        let src = if scan && (kernels.has_denormals)(src) {
-            flush_into(&mut ch.x[..src.len()], src);
-            &ch.x[..src.len()]
-        } else {
-            src
-        };
+        let src = scanned(kernels, src, scan, ch.x);
         project_inputs(kernels, w, src, ch.xp, n_rows, plan.split);
     }
 
@@ -1097,6 +1091,18 @@ fn step_rows<'a>(plan: &'a Plan<'_>, order: &'a [usize]) -> impl Iterator<Item =
     })
 }
 
+/// `src`, or with `scan`, where it holds a denormal, its copy flushed into the start of
+/// `scratch` (at least as long): the projection's inputs from the caller's input.
+fn scanned<'a>(kernels: &Kernels, src: &'a [f32], scan: bool, scratch: &'a mut [f32]) -> &'a [f32] {
+    if scan && (kernels.has_denormals)(src) {
+        let flushed = &mut scratch[..src.len()];
+        flush_into(flushed, src);
+        flushed
+    } else {
+        src
+    }
+}
+
 /// The time loop of one chunk on the calling thread.
 ///
 /// With `ahead > 0`, the input projections of every `ahead` steps are computed from `src` (the
@@ -1134,14 +1140,7 @@ fn run_steps(
                 .take(ahead)
                 .last()
                 .map_or(at, |r| r.at + r.active);
-            let group_src = &src[at * in_size..end * in_size];
-            let group_src = if scan && (kernels.has_denormals)(group_src) {
-                let flushed = &mut ch.x[..group_src.len()];
-                flush_into(flushed, group_src);
-                &*flushed
-            } else {
-                group_src
-            };
+            let group_src = scanned(kernels, &src[at * in_size..end * in_size], scan, ch.x);
             let xp = &mut ch.xp[..(end - at) * gh];
             project_inputs(kernels, w, group_src, xp, end - at, 1);
             group = (at, end);

@@ -309,14 +309,23 @@ fn nan_in_one_element_leaves_the_others_untouched() {
     }
 }
 
-/// `(dirty, clean)`: `t` with every third value denormal (alternating signs) in `dirty` and a
-/// zero of the same sign in `clean`.
+/// A denormal value for position `i`: magnitudes varying with `i`, signs alternating.
+fn tiny(i: usize) -> f32 {
+    let v = f32::MIN_POSITIVE / (2.0 + (i % 7) as f32);
+    if i % 2 == 0 {
+        v
+    } else {
+        -v
+    }
+}
+
+/// `(dirty, clean)`: `t` with every third value denormal ([`tiny`]) in `dirty` and a zero of
+/// the same sign in `clean`.
 fn spoil(t: &Tensor) -> (Tensor, Tensor) {
     let (mut dirty, mut clean) = (t.clone(), t.clone());
     for (i, (d, c)) in dirty.data.iter_mut().zip(&mut clean.data).enumerate() {
         if i % 3 == 0 {
-            let v = f32::MIN_POSITIVE / (2.0 + (i % 7) as f32);
-            *d = if i % 2 == 0 { v } else { -v };
+            *d = tiny(i);
             *c = 0.0f32.copysign(*d);
         }
     }
@@ -356,8 +365,7 @@ fn denormal_inputs_projected_ahead_act_as_signed_zeros() {
         for steps in [0..1, seq / 2..seq / 2 + 1, seq - 1..seq, 0..seq] {
             let (mut dirty, mut clean) = (b.input.clone(), b.input.clone());
             for at in steps.start * step..steps.end * step {
-                let v = f32::MIN_POSITIVE / (2.0 + (at % 7) as f32);
-                dirty.data[at] = if at % 2 == 0 { v } else { -v };
+                dirty.data[at] = tiny(at);
                 clean.data[at] = 0.0f32.copysign(dirty.data[at]);
             }
             for isa in available_tiers() {
