@@ -907,10 +907,11 @@ fn run_chunk(
     // way in, scanned where its rows are hot: gathered rows step by step as they are copied;
     // an input projected where it lies, group by group just before each group's projection
     // (`run_steps`), or whole here when it is projected at once, flushed into the chunk's `x`.
-    let in_place = !reverse && !plan.ragged && rows == plan.batch && !x_layout.batch_first;
+    let in_place = !plan.ragged && rows == plan.batch && !x_layout.batch_first;
     let (src, n_rows) = if in_place {
-        // The whole batch forward, every sequence full, seq-major: the input already is in
-        // loop order (step s, row b at s * N + b), so it is projected where it lies.
+        // The whole batch, every sequence full, seq-major: the input already holds each loop
+        // step's rows together (step s, row b at s * N + b forward; at (L-1-s) * N + b
+        // reverse, see `SrcRows`), so it is projected where it lies.
         let n_rows = plan.seq_len * rows;
         (&x[..n_rows * in_size], n_rows)
     } else {
@@ -932,6 +933,7 @@ fn run_chunk(
         }
         (&std::mem::take(&mut ch.x)[..n_rows * in_size], n_rows)
     };
+    let src_rows = SrcRows((in_place && reverse).then_some(n_rows));
     let ahead = steps_ahead(&w.w_ih, plan.split, rows, n_rows, l2_bytes());
     // Whether the projection's inputs still need their scan for denormals.
     let scan = raw && in_place;
@@ -958,9 +960,27 @@ fn run_chunk(
     }
 
     if plan.split > 1 {
-        run_steps_split(kernels, w, plan, ch, plan.split);
+        run_steps_split(kernels, w, plan, ch, src_rows, plan.split);
     } else {
-        run_steps(kernels, w, plan, ch, (src, ahead, scan));
+        run_steps(kernels, w, plan, ch, src_rows, (src, ahead, scan));
+    }
+}
+
+/// Where the projection's rows of loop rows lie in its inputs (and so in `xp`): in loop order,
+/// or, for the reverse direction projecting a whole batch where it lies (`Some(n)`, the rows of
+/// all steps), step by step mirrored: step `s` reads time `L-1-s`, whose `N` rows are
+/// `(L-1-s)*N..(L-s)*N`, so the loop rows `a0..a1` of whole steps are the rows `n-a1..n-a0`
+/// (their steps in reverse order).
+#[derive(Clone, Copy)]
+struct SrcRows(Option<usize>);
+
+impl SrcRows {
+    /// The input rows of the loop rows `a` (whole steps).
+    fn of(self, a: Range<usize>) -> Range<usize> {
+        match self.0 {
+            None => a,
+            Some(n) => n - a.end..n - a.start,
+        }
     }
 }
 
@@ -1106,8 +1126,8 @@ fn scanned<'a>(kernels: &Kernels, src: &'a [f32], scan: bool, scratch: &'a mut [
 /// The time loop of one chunk on the calling thread.
 ///
 /// With `ahead > 0`, the input projections of every `ahead` steps are computed from `src` (the
-/// chunk's inputs in loop order) just before the first of them, into the start of `ch.xp`
-/// (see [`steps_ahead`]); with `0`, `ch.xp` holds them all already. With `scan`, `src` is the
+/// chunk's inputs, their rows where `src_rows` says) just before the first of them, into the
+/// start of `ch.xp` (see [`steps_ahead`]); with `0`, `ch.xp` holds them all already. With `scan`, `src` is the
 /// caller's input, and each group's rows are scanned for denormals just before their projection
 /// (which then finds them in cache), flushed into `ch.x` where they hold any.
 fn run_steps(
@@ -1115,6 +1135,7 @@ fn run_steps(
     w: &DirectionWeights,
     plan: &Plan<'_>,
     ch: &mut Chunk<'_>,
+    src_rows: SrcRows,
     (src, ahead, scan): (&[f32], usize, bool),
 ) {
     let rows = ch.rows;
@@ -1127,25 +1148,28 @@ fn run_steps(
         0..w.w_hh.blocks(),
         w.w_hr.as_ref().map_or(0, |p| p.blocks()),
     );
-    // Projecting ahead: the rows of the group of steps in `ch.xp`, from its start (a buffer
-    // reused by every group stays in cache), `group.0..group.1` in loop order.
-    let mut group = (0, 0);
+    // Projecting ahead: the input rows of the group of steps in `ch.xp`, from its start (a
+    // buffer reused by every group stays in cache); all of them when projected at once.
+    let mut group = if ahead > 0 { 0..0 } else { 0..usize::MAX };
     // The steps up to the end of the current group (groups start at multiples of `ahead`).
     let mut group_steps = step_rows(plan, order);
     for StepRows { s, active, at } in step_rows(plan, order) {
-        if ahead > 0 && at >= group.1 {
-            // The rows of steps `s..s + ahead` follow each other in loop order.
+        let mine = src_rows.of(at..at + active);
+        if !group.contains(&mine.start) {
+            // The rows of steps `s..s + ahead` follow each other in loop order, and in the
+            // input too.
             let end = group_steps
                 .by_ref()
                 .take(ahead)
                 .last()
                 .map_or(at, |r| r.at + r.active);
-            let group_src = scanned(kernels, &src[at * in_size..end * in_size], scan, ch.x);
-            let xp = &mut ch.xp[..(end - at) * gh];
-            project_inputs(kernels, w, group_src, xp, end - at, 1);
-            group = (at, end);
+            group = src_rows.of(at..end);
+            let rows_in = &src[group.start * in_size..group.end * in_size];
+            let group_src = scanned(kernels, rows_in, scan, ch.x);
+            let xp = &mut ch.xp[..group.len() * gh];
+            project_inputs(kernels, w, group_src, xp, group.len(), 1);
         }
-        let first = at - group.0;
+        let first = mine.start - group.start;
         let xp = &ch.xp[first * gh..(first + active) * gh];
         // The step writes its new state straight into its output rows, and reads the previous
         // step's from theirs (its running rows are a prefix of the previous step's).
@@ -1336,6 +1360,7 @@ fn run_steps_split(
     w: &DirectionWeights,
     plan: &Plan<'_>,
     ch: &mut Chunk<'_>,
+    src_rows: SrcRows,
     parts: usize,
 ) {
     let (rows, k, h) = (ch.rows, w.w_hh.cols(), w.w_hh.rows());
@@ -1351,6 +1376,7 @@ fn run_steps_split(
         w,
         plan,
         order,
+        src_rows,
         xp: &*ch.xp,
         c0: &*ch.c,
         state,
@@ -1388,6 +1414,8 @@ struct SplitShared<'a, 'p> {
     w: &'a DirectionWeights,
     plan: &'a Plan<'p>,
     order: &'a [usize],
+    /// Where each step's rows of `xp` lie.
+    src_rows: SrcRows,
     xp: &'a [f32],
     c0: &'a [f32],
     /// `h` of the chunk's rows, `(rows, K)`, double-buffered by step parity.
@@ -1442,7 +1470,8 @@ impl SplitShared<'_, '_> {
                 _ => cur.read(0, &mut h_prev[..active * k]),
             }
             last = Some((s, active));
-            let xp = &self.xp[at * gh..(at + active) * gh];
+            let mine = self.src_rows.of(at..at + active);
+            let xp = &self.xp[mine.start * gh..mine.end * gh];
             let out = &mut out_part[..active * nu];
             // Alternate the block order, so each step starts on the weights of this thread's
             // share still in its core's cache.

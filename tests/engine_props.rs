@@ -8,7 +8,9 @@ use common::{
     available_tiers, bits, config_strategy, random_inputs, run_strategy, InputFile, Rng, Run,
 };
 use proptest::prelude::*;
-use recur::{reference, Config, ForwardInput, Mode, Model, Outputs, StateDict, Tensor};
+use recur::{
+    reference, Config, ForwardInput, Mode, Model, Outputs, PlanSummary, StateDict, Tensor,
+};
 
 /// SPEC §4: every output element within 1e-4 of float64.
 const TOL: f64 = 1e-4;
@@ -234,15 +236,16 @@ fn assert_alone_matches(model: &Model, b: &InputFile, whole: &Outputs, e: usize,
 /// A large batch's input projections computed a few steps ahead inside the time loop (see
 /// `steps_ahead` in src/forward.rs, whose unit test holds these shapes to that path) give the
 /// same bits as each element alone, whose projections are computed all at once: every mode, on
-/// every tier, for full sequences forward (the input projected where it lies) and for ragged
-/// lengths in both directions (the gathered inputs).
+/// every tier, in both directions, for full sequences (the input projected where it lies; the
+/// reverse direction's steps read it back to front) and for ragged lengths (the gathered
+/// inputs).
 #[test]
 fn projected_ahead_is_bit_identical_to_projected_at_once() {
     let (seq, n) = (300, 64);
     for mode in Mode::ALL {
         for ragged in [false, true] {
             let mut config = Config::new(mode, 8, 64);
-            config.bidirectional = ragged;
+            config.bidirectional = true;
             let case = Case {
                 config: config.clone(),
                 run: Run {
@@ -439,6 +442,53 @@ fn denormal_inputs_act_as_signed_zeros() {
     }
 }
 
+/// Runs `config` at batch 1 (full sequences) and batch 3 (ragged lengths) on pools of each of
+/// `threads`, checks each call's plan with `planned`, and asserts every pool gives one
+/// thread's bits on every tier.
+fn assert_split_matches_one_thread(
+    config: &Config,
+    seed: u64,
+    threads: &[usize],
+    planned: impl Fn(usize, PlanSummary) -> bool,
+) {
+    let (mode, hidden, proj) = (config.mode, config.hidden_size, config.proj_size);
+    for (batch, ragged) in [(1, false), (3, true)] {
+        let case = Case {
+            config: config.clone(),
+            run: Run {
+                lengths: ragged.then(|| (0..batch).map(|b| 70 - 23 * b).collect()),
+                ..Run::new(70, batch, true)
+            },
+            seed,
+            weight_scale: 1.0,
+        };
+        let (sd, b) = build(&case);
+        let mut model = Model::from_state_dict(config.clone(), &sd).unwrap();
+        let fi = b.forward_input();
+        for &t in threads {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap();
+            let plan = pool.install(|| model.plan_summary(&fi)).unwrap();
+            assert!(
+                planned(t, plan),
+                "{mode} H={hidden} P={proj} at {t} threads: not the split expected: {plan:?}"
+            );
+        }
+        for isa in available_tiers() {
+            model.set_isa(isa).unwrap();
+            let one = all_bits(&run_in_pool(&model, &fi, 1));
+            for &t in threads {
+                assert!(
+                    one == all_bits(&run_in_pool(&model, &fi, t)),
+                    "{mode} H={hidden} P={proj} batch={batch} {isa}: split over {t} threads differs"
+                );
+            }
+        }
+    }
+}
+
 /// Layers large enough that the cost model splits each step's hidden units across threads
 /// (batch 1-4): the split must be bit-identical to one thread, with and without lengths, for
 /// every mode, on every tier.
@@ -455,40 +505,23 @@ fn split_steps_are_bit_identical_to_one_thread() {
         let mut config = Config::new(mode, 13, hidden);
         config.num_layers = 2;
         config.proj_size = proj;
-        for (batch, ragged) in [(1, false), (3, true)] {
-            let case = Case {
-                config: config.clone(),
-                run: Run {
-                    lengths: ragged.then(|| (0..batch).map(|b| 70 - 23 * b).collect()),
-                    ..Run::new(70, batch, true)
-                },
-                seed: 77 + hidden as u64,
-                weight_scale: 1.0,
-            };
-            let (sd, b) = build(&case);
-            let mut model = Model::from_state_dict(config.clone(), &sd).unwrap();
-            let fi = b.forward_input();
-            for threads in [2, 3] {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                let plan = pool.install(|| model.plan_summary(&fi)).unwrap();
-                assert_eq!(
-                    plan.split, threads,
-                    "{mode} H={hidden}: the cost model did not split"
-                );
-            }
-            for isa in available_tiers() {
-                model.set_isa(isa).unwrap();
-                let one = all_bits(&run_in_pool(&model, &fi, 1));
-                for threads in [2, 3] {
-                    assert!(
-                        one == all_bits(&run_in_pool(&model, &fi, threads)),
-                        "{mode} H={hidden} P={proj} batch={batch} {isa}: split over {threads} threads differs"
-                    );
-                }
-            }
-        }
+        assert_split_matches_one_thread(&config, 77 + hidden as u64, &[2, 3], |t, plan| {
+            plan.split == t
+        });
+    }
+}
+
+/// Both directions of large layers, each direction's steps split across two of four threads:
+/// bit-identical to one thread, for full sequences (the reverse direction reading its input
+/// where it lies, back to front) and ragged lengths (its input gathered).
+#[test]
+fn split_steps_of_both_directions_are_bit_identical_to_one_thread() {
+    for (mode, hidden) in [(Mode::Gru, 161), (Mode::Lstm, 250)] {
+        let mut config = Config::new(mode, 13, hidden);
+        config.num_layers = 2;
+        config.bidirectional = true;
+        assert_split_matches_one_thread(&config, 91 + hidden as u64, &[4], |_, plan| {
+            plan.parallel_directions && plan.split == 2
+        });
     }
 }
