@@ -1148,6 +1148,19 @@ fn run_steps(
         0..w.w_hh.blocks(),
         w.w_hr.as_ref().map_or(0, |p| p.blocks()),
     );
+    if g == 1 && rows == 1 && ahead == 0 && src_rows.0.is_none() {
+        // One row of a plain RNN, its inputs projected at once in loop order: every step in
+        // one kernel call (the same bits), without a call's dispatch and checks and this
+        // loop's bookkeeping per step, a tenth of a tiny layer's ~130 ns step.
+        let steps = step_rows(plan, order).count();
+        if steps > 0 {
+            let (xp, y) = (&ch.xp[..steps * h], &mut ch.y[..steps * h]);
+            (kernels.rnn_steps)(&w.w_hh, w.activation(), xp, &ch.h_init[..h], y, steps);
+            let last = &ch.y[(steps - 1) * h..steps * h];
+            keep_final(plan, order, steps - 1, 1, h_out, last, ch.h_n);
+        }
+        return;
+    }
     // Projecting ahead: the input rows of the group of steps in `ch.xp`, from its start (a
     // buffer reused by every group stays in cache); all of them when projected at once.
     let mut group = if ahead > 0 { 0..0 } else { 0..usize::MAX };

@@ -1,6 +1,8 @@
 //! The fused step kernels of every tier against each other and the scalar reference.
 //!
-//! One group per kernel (`lstm_step`, `gru_step`, `rnn_step`), one id per tier (`reference`,
+//! One group per kernel (`lstm_step`, `gru_step`, `rnn_step`, and `rnn_steps`: 50 steps of one
+//! row in one call, against the same steps one call each as `<tier>-calls`), one id per tier
+//! (`reference`,
 //! `portable`, `avx2`, `avx512`; tiers this CPU lacks are skipped) and shape (`H512xB1`:
 //! hidden size 512, batch 1, `K = H`). Throughput is in FLOPs (`2 G H K B` per step; criterion
 //! prints it as elements/s, so `Gelem/s` reads GFLOP/s). The weights stay packed across
@@ -11,7 +13,9 @@
 //! Run one tier or shape with a filter: `cargo bench -p recur-kernels --bench step -- avx2/H512xB1`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use recur_kernels::reference::{reference_gru_step, reference_lstm_step, reference_rnn_step};
+use recur_kernels::reference::{
+    reference_gru_step, reference_lstm_step, reference_rnn_step, reference_rnn_steps,
+};
 use recur_kernels::step::BlockOrder;
 use recur_kernels::{kernels_for, Activation, Isa, Kernels, PackedMatrix};
 use std::hint::black_box;
@@ -114,5 +118,61 @@ fn rnn(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, lstm, gru, rnn);
+/// 50 steps of one row: the multi-step kernel against the same steps one call each.
+fn rnn_steps(c: &mut Criterion) {
+    const STEPS: usize = 50;
+    let mut g = c.benchmark_group("rnn_steps");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for h in HIDDEN {
+        let shape = format!("H{h}xB1xT{STEPS}");
+        let w = data(h * h, 1);
+        let packed = PackedMatrix::pack(&w, 1, h, h);
+        let (xp, h0) = (data(STEPS * h, 2), data(h, 3));
+        let mut out = vec![0.0f32; STEPS * h];
+        g.throughput(Throughput::Elements((2 * h * h * STEPS) as u64));
+        if h <= 256 {
+            g.bench_function(BenchmarkId::new("reference", &shape), |bench| {
+                bench.iter(|| {
+                    reference_rnn_steps(&w, h, Activation::Tanh, &xp, &h0, &mut out, STEPS)
+                })
+            });
+        }
+        for k in tiers() {
+            g.bench_function(BenchmarkId::new(k.isa.name(), &shape), |bench| {
+                bench.iter(|| (k.rnn_steps)(&packed, Activation::Tanh, &xp, &h0, &mut out, STEPS))
+            });
+            let calls = format!("{}-calls", k.isa.name());
+            g.bench_function(BenchmarkId::new(calls, &shape), |bench| {
+                bench.iter(|| {
+                    for s in 0..STEPS {
+                        let (done, rest) = out.split_at_mut(s * h);
+                        let prev = if s == 0 {
+                            &h0[..]
+                        } else {
+                            &done[(s - 1) * h..]
+                        };
+                        let (blocks, order) = (0..packed.blocks(), BlockOrder::for_step(s));
+                        let (xp, o) = (&xp[s * h..], &mut rest[..h]);
+                        (k.rnn_step_blocks)(
+                            &packed,
+                            Activation::Tanh,
+                            xp,
+                            prev,
+                            o,
+                            1,
+                            blocks,
+                            order,
+                        )
+                    }
+                })
+            });
+        }
+        black_box(&out);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, lstm, gru, rnn, rnn_steps);
 criterion_main!(benches);

@@ -131,6 +131,28 @@ pub fn reference_rnn_step(
     }
 }
 
+/// Reference of [`crate::step::RnnStepsFn`]: [`reference_rnn_step`] for one row over `steps`
+/// steps, each reading the previous one's output (`h0` first).
+pub fn reference_rnn_steps(
+    w_hh: &[f32],
+    h: usize,
+    act: Activation,
+    xp: &[f32],
+    h0: &[f32],
+    h_out: &mut [f32],
+    steps: usize,
+) {
+    for s in 0..steps {
+        let (done, rest) = h_out.split_at_mut(s * h);
+        let h_prev = if s == 0 {
+            &h0[..h]
+        } else {
+            &done[(s - 1) * h..]
+        };
+        reference_rnn_step(w_hh, h, act, &xp[s * h..], h_prev, &mut rest[..h], 1);
+    }
+}
+
 /// Reference `C = A Bᵀ + beta C`: `a` is `(m, k)`, `b` `(n, k)`, `c` `(m, n)`, all row-major.
 pub fn reference_gemm_nt(
     m: usize,

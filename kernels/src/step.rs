@@ -160,6 +160,21 @@ pub type RnnStepBlocksFn = fn(
     order: BlockOrder,
 );
 
+/// [`RnnStepFn`] for a single row over `steps` consecutive steps, as one call: step `s` reads
+/// `xp[s*H..(s+1)*H]` and the previous step's state (`h0` for step 0, else its own output
+/// `h_out[(s-1)*H..s*H]`), writes `h_out[s*H..(s+1)*H]`, and visits its blocks in
+/// [`BlockOrder::for_step`]`(s)`: the same bits as `steps` calls of [`RnnStepBlocksFn`] over
+/// every block. A tiny layer's step takes ~100-150 ns, of which a call's dispatch, checks and
+/// the caller's loop took a tenth (see docs/PERFORMANCE.md).
+pub type RnnStepsFn = fn(
+    w_hh: &PackedMatrix,
+    act: Activation,
+    xp: &[f32],
+    h0: &[f32],
+    h_out: &mut [f32],
+    steps: usize,
+);
+
 /// [`ProjectFn`] for the outputs of `blocks` only, visited in `order`; `out` is `(rows, nu)`
 /// (see the module docs).
 pub type ProjectBlocksFn = fn(
@@ -205,6 +220,8 @@ pub struct Kernels {
     pub gru_step_blocks: GruStepBlocksFn,
     /// See [`RnnStepBlocksFn`].
     pub rnn_step_blocks: RnnStepBlocksFn,
+    /// See [`RnnStepsFn`].
+    pub rnn_steps: RnnStepsFn,
     /// See [`ProjectBlocksFn`].
     pub project_blocks: ProjectBlocksFn,
     /// See [`InputProjectionFn`].

@@ -121,6 +121,36 @@ macro_rules! tier {
             }
 
             $(#[$tf])*
+            fn rnn_steps_tf(
+                s: $tok,
+                w: &PackedMatrix,
+                act: Activation,
+                xp: &[f32],
+                h0: &[f32],
+                h_out: &mut [f32],
+                steps: usize,
+            ) {
+                let h = w.rows();
+                assert!(
+                    xp.len() >= steps * h && h0.len() >= h && h_out.len() >= steps * h,
+                    "rnn_steps: {steps} steps of {h} units need xp {} / h0 {} / h_out {}",
+                    xp.len(),
+                    h0.len(),
+                    h_out.len()
+                );
+                for step in 0..steps {
+                    let (done, rest) = h_out.split_at_mut(step * h);
+                    let h_prev = if step == 0 { &h0[..h] } else { &done[(step - 1) * h..] };
+                    let xp = &xp[step * h..(step + 1) * h];
+                    let out = &mut rest[..h];
+                    let (blocks, order) = (0..w.blocks(), BlockOrder::for_step(step));
+                    fused::rnn_step_blocks::<$tok, $rks, $rr, $rgr, $rnvr, $rrb, $rgb, $rnvb, $rjbr, $rg1, $rnv1, $rjb>(
+                        s, w, act, xp, h_prev, out, 1, blocks, order,
+                    );
+                }
+            }
+
+            $(#[$tf])*
             fn project_tf(
                 s: $tok,
                 w: &PackedMatrix,
@@ -208,6 +238,19 @@ macro_rules! tier {
                 let s = token();
                 // SAFETY: `s` exists, so the CPU has the features `rnn_tf` enables.
                 unsafe { rnn_tf(s, w, act, xp, h_prev, h_out, rows, blocks, order) }
+            }
+
+            fn rnn_steps(
+                w: &PackedMatrix,
+                act: Activation,
+                xp: &[f32],
+                h0: &[f32],
+                h_out: &mut [f32],
+                steps: usize,
+            ) {
+                let s = token();
+                // SAFETY: `s` exists, so the CPU has the features `rnn_steps_tf` enables.
+                unsafe { rnn_steps_tf(s, w, act, xp, h0, h_out, steps) }
             }
 
             fn project_blocks(
@@ -299,6 +342,7 @@ macro_rules! tier {
                 lstm_step_blocks,
                 gru_step_blocks,
                 rnn_step_blocks,
+                rnn_steps,
                 project_blocks,
                 input_projection,
                 sigmoid: sigmoid_slice,

@@ -31,6 +31,7 @@ use proptest::prelude::*;
 use recur_kernels::denormal::has_denormals;
 use recur_kernels::reference::{
     reference_gru_step, reference_lstm_step, reference_matvec, reference_rnn_step,
+    reference_rnn_steps,
 };
 use recur_kernels::step::{block_units, BlockOrder};
 use recur_kernels::{Activation, Kernels, PackedMatrix};
@@ -281,6 +282,76 @@ fn rnn_check(tier: &str, k: &Kernels, c: &Case, act: Activation) {
     assert_close(tier, "rnn h", c, &h_got, &want, &h_ref);
 }
 
+/// The multi-step RNN kernel: the same bits as its steps one call each (with their block
+/// orders), and each step within the bound of the reference step from the same state; with one
+/// step, the reference twin's result too.
+fn rnn_steps_check(tier: &str, k: &Kernels, c: &Case, act: Activation, steps: usize) {
+    let h = c.h;
+    let mut rng = Rng(c.seed);
+    let w = rng.vec(h * h, c.w_scale / (h as f32).sqrt().max(1.0) * 2.0);
+    let xp = rng.vec(steps * h, c.x_scale);
+    let h0 = rng.vec(h, c.x_scale);
+    let packed = PackedMatrix::pack(&w, 1, h, h);
+    let mut got = vec![0.0; steps * h];
+    (k.rnn_steps)(&packed, act, &xp, &h0, &mut got, steps);
+
+    let mut one = vec![0.0; steps * h];
+    for s in 0..steps {
+        let (done, rest) = one.split_at_mut(s * h);
+        let prev = if s == 0 {
+            &h0[..]
+        } else {
+            &done[(s - 1) * h..]
+        };
+        let (blocks, order) = (0..packed.blocks(), BlockOrder::for_step(s));
+        (k.rnn_step_blocks)(
+            &packed,
+            act,
+            &xp[s * h..],
+            prev,
+            &mut rest[..h],
+            1,
+            blocks,
+            order,
+        );
+    }
+    assert_eq!(
+        bits(&got),
+        bits(&one),
+        "[{tier}] rnn_steps vs {steps} single steps ({c:?})"
+    );
+
+    let mut reference = vec![0.0; steps * h];
+    reference_rnn_steps(&w, h, act, &xp, &h0, &mut reference, steps);
+    for s in 0..steps {
+        let prev = if s == 0 {
+            &h0[..]
+        } else {
+            &got[(s - 1) * h..s * h]
+        };
+        let mut h_ref = vec![0.0; h];
+        reference_rnn_step(&w, h, act, &xp[s * h..], prev, &mut h_ref, 1);
+        if s == 0 {
+            assert_eq!(bits(&h_ref), bits(&reference[..h]), "reference_rnn_steps");
+        }
+        let want: Vec<E> = pre(&w, h, h, prev, &xp[s * h..(s + 1) * h])
+            .iter()
+            .map(|p| match act {
+                Activation::Tanh => p.tanh(),
+                Activation::Relu => p.relu(),
+            })
+            .collect();
+        assert_close(
+            tier,
+            "rnn steps",
+            c,
+            &got[s * h..(s + 1) * h],
+            &want,
+            &h_ref,
+        );
+    }
+}
+
 fn project_check(tier: &str, k: &Kernels, c: &Case) {
     // `h` rows of the cell state projected to `k` outputs: W_hr is (P, H) = (c.k, c.h).
     let (p_out, h, rows) = (c.k, c.h, c.rows);
@@ -321,6 +392,18 @@ proptest! {
         let act = if relu { Activation::Relu } else { Activation::Tanh };
         for (tier, k) in common::tiers() {
             rnn_check(tier, k, &c, act);
+        }
+    }
+
+    #[test]
+    fn rnn_steps_match_single_steps_and_reference(
+        c in case(true),
+        relu in any::<bool>(),
+        steps in 1usize..=12,
+    ) {
+        let act = if relu { Activation::Relu } else { Activation::Tanh };
+        for (tier, k) in common::tiers() {
+            rnn_steps_check(tier, k, &c, act, steps);
         }
     }
 
