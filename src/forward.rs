@@ -1127,9 +1127,10 @@ fn scanned<'a>(kernels: &Kernels, src: &'a [f32], scan: bool, scratch: &'a mut [
 ///
 /// With `ahead > 0`, the input projections of every `ahead` steps are computed from `src` (the
 /// chunk's inputs, their rows where `src_rows` says) just before the first of them, into the
-/// start of `ch.xp` (see [`steps_ahead`]); with `0`, `ch.xp` holds them all already. With `scan`, `src` is the
-/// caller's input, and each group's rows are scanned for denormals just before their projection
-/// (which then finds them in cache), flushed into `ch.x` where they hold any.
+/// start of `ch.xp` (see [`steps_ahead`]); with `0`, `ch.xp` holds them all already. With
+/// `scan`, `src` is the caller's input, and each group's rows are scanned for denormals just
+/// before their projection (which then finds them in cache), flushed into `ch.x` where they
+/// hold any.
 fn run_steps(
     kernels: &Kernels,
     w: &DirectionWeights,
