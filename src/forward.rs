@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::config::Mode;
 use crate::error::{Error, Result};
-use crate::model::{DirectionWeights, Model};
+use crate::model::{DirectionWeights, Model, Projection};
 use crate::tensor::{Shape, Tensor, TensorView};
 use recur_kernels::denormal::{flush, flush_into};
 use recur_kernels::step::BlockOrder;
@@ -735,9 +735,11 @@ const SPLIT_MIN_CALL_BYTES: usize = 16 << 20;
 
 /// How many threads should share each step of `w` over `steps` steps, with `threads` available.
 fn split_threads(w: &DirectionWeights, steps: usize, threads: usize) -> usize {
-    let bytes = w.w_hh.bytes() + w.w_hr.as_ref().map_or(0, PackedMatrix::bytes);
+    let bytes = w.w_hh.bytes() + w.w_hr.as_ref().map_or(0, Projection::bytes);
     if bytes >= SPLIT_MIN_STEP_BYTES && bytes.saturating_mul(steps) >= SPLIT_MIN_CALL_BYTES {
-        threads.min(w.w_hh.blocks()).max(1)
+        // A projected LSTM's threads share whole groups of units.
+        let shares = w.w_hr.as_ref().map_or(w.w_hh.blocks(), Projection::groups);
+        threads.min(shares).max(1)
     } else {
         1
     }
@@ -771,9 +773,12 @@ struct Sizes {
     xp: usize,
     y: usize,
     state: usize,
+    /// An LSTM with projection: the cell output before it, group-major (see `regroup`).
     h_full: usize,
     c: usize,
     h_out: usize,
+    /// An LSTM with projection: each group's partial projection, `(groups, P)`.
+    parts: usize,
 }
 
 impl Sizes {
@@ -788,11 +793,12 @@ impl Sizes {
             h_full: if w.w_hr.is_some() { h } else { 0 },
             c: if g == 4 { h } else { 0 },
             h_out,
+            parts: w.w_hr.as_ref().map_or(0, |p| p.groups() * p.rows()),
         }
     }
 
     fn per_row(&self) -> usize {
-        self.x + self.xp + self.y + self.state + self.h_full + self.c + self.h_out
+        self.x + self.xp + self.y + self.state + self.h_full + self.c + self.h_out + self.parts
     }
 }
 
@@ -810,6 +816,7 @@ struct Chunk<'s> {
     h_full: &'s mut [f32],
     c: &'s mut [f32],
     h_n: &'s mut [f32],
+    parts: &'s mut [f32],
 }
 
 impl<'s> Chunk<'s> {
@@ -821,7 +828,8 @@ impl<'s> Chunk<'s> {
         let (h_init, rest) = rest.split_at_mut(rows * sz.state);
         let (h_full, rest) = rest.split_at_mut(rows * sz.h_full);
         let (c, rest) = rest.split_at_mut(rows * sz.c);
-        let h_n = &mut rest[..rows * sz.h_out];
+        let (h_n, rest) = rest.split_at_mut(rows * sz.h_out);
+        let parts = &mut rest[..rows * sz.parts];
         Chunk {
             row0,
             rows,
@@ -832,6 +840,7 @@ impl<'s> Chunk<'s> {
             h_full,
             c,
             h_n,
+            parts,
         }
     }
 
@@ -959,10 +968,91 @@ fn run_chunk(
         }
     }
 
+    // An LSTM with projection keeps `c` by groups of units during the loop (see `regroup`).
+    let grouped = w.w_hr.as_ref().filter(|p| p.groups() > 1);
+    if let Some(proj) = grouped {
+        regroup(proj, rows, ch.c, ch.h_full, true);
+        ch.c.copy_from_slice(ch.h_full);
+    }
     if plan.split > 1 {
         run_steps_split(kernels, w, plan, ch, src_rows, plan.split);
     } else {
         run_steps(kernels, w, plan, ch, src_rows, (src, ahead, scan));
+    }
+    if let Some(proj) = grouped {
+        regroup(proj, rows, ch.c, ch.h_full, false);
+        ch.c.copy_from_slice(ch.h_full);
+    }
+}
+
+/// Copies `(rows, H)` values from the row-major layout into the group-major one of `proj`'s
+/// groups (`into_groups`), or back: group-major, group `g` of units `u_g..u_g + nu_g` is a
+/// `(rows, nu_g)` block at `rows * u_g`, so that a step over the group reads its `c` (and
+/// writes its cell output) compact, as the kernels take them, and a thread's share of whole
+/// groups is one contiguous region.
+fn regroup(proj: &Projection, rows: usize, src: &[f32], dst: &mut [f32], into_groups: bool) {
+    let h = proj.units(0..proj.groups()).end;
+    for g in 0..proj.groups() {
+        let u = proj.units(g..g + 1);
+        let nu = u.len();
+        for r in 0..rows {
+            let (gm, rm) = (rows * u.start + r * nu, r * h + u.start);
+            if into_groups {
+                dst[gm..gm + nu].copy_from_slice(&src[rm..rm + nu]);
+            } else {
+                dst[rm..rm + nu].copy_from_slice(&src[gm..gm + nu]);
+            }
+        }
+    }
+}
+
+/// One step of an LSTM with projection over the groups `groups` of `proj`, visited in `bo`:
+/// each group's cells, then its partial projection `P_g = m_g W_hr[:, group]ᵀ` into `parts`
+/// (`(rows, P)` a group, from `groups.start`). `c` and the cell output `m` hold the groups'
+/// units group-major (see `regroup`) from the first group's, for `rows` rows of which the
+/// first `active` run; `h_prev` is `(active, P)`.
+#[allow(clippy::too_many_arguments)]
+fn projected_groups(
+    kernels: &Kernels,
+    w: &DirectionWeights,
+    proj: &Projection,
+    xp: &[f32],
+    h_prev: &[f32],
+    (c, m, parts): (&mut [f32], &mut [f32], &mut [f32]),
+    (rows, active): (usize, usize),
+    groups: Range<usize>,
+    bo: BlockOrder,
+) {
+    let u0 = proj.units(groups.clone()).start;
+    let p = proj.rows();
+    let n = groups.len();
+    for i in 0..n {
+        let g = groups.start
+            + if bo == BlockOrder::Ascending {
+                i
+            } else {
+                n - 1 - i
+            };
+        let u = proj.units(g..g + 1);
+        let at = rows * (u.start - u0);
+        let len = active * u.len();
+        let (c_g, m_g) = (&mut c[at..at + len], &mut m[at..at + len]);
+        let blocks = proj.blocks(g..g + 1);
+        cell_step(kernels, w, xp, h_prev, c_g, m_g, active, blocks, bo);
+        let (w_g, part) = (proj.group(g), (g - groups.start) * rows * p);
+        let out = &mut parts[part..part + active * p];
+        (kernels.project_blocks)(w_g, m_g, out, active, 0..w_g.blocks(), bo);
+    }
+}
+
+/// `h = P_0 + P_1 + ...` of `len` values, the partials `stride` apart, added in group order.
+fn sum_groups(parts: &[f32], stride: usize, groups: usize, h: &mut [f32]) {
+    let len = h.len();
+    h.copy_from_slice(&parts[..len]);
+    for g in 1..groups {
+        for (a, b) in h.iter_mut().zip(&parts[g * stride..g * stride + len]) {
+            *a += *b;
+        }
     }
 }
 
@@ -1145,10 +1235,7 @@ fn run_steps(
     let gh = g * h;
     let in_size = w.w_ih.cols();
     let order = &plan.order[ch.row0..ch.row0 + rows];
-    let (blocks, proj_blocks) = (
-        0..w.w_hh.blocks(),
-        w.w_hr.as_ref().map_or(0, |p| p.blocks()),
-    );
+    let blocks = 0..w.w_hh.blocks();
     if g == 1 && rows == 1 && ahead == 0 && src_rows.0.is_none() {
         // One row of a plain RNN, its inputs projected at once in loop order: every step in
         // one kernel call (the same bits), without a call's dispatch and checks and this
@@ -1196,19 +1283,11 @@ fn run_steps(
         // Alternate the block order, so each step starts on the weights still in cache.
         let bo = BlockOrder::for_step(s);
         match &w.w_hr {
-            Some(w_hr) => {
-                cell_step(
-                    kernels,
-                    w,
-                    xp,
-                    h_prev,
-                    ch.c,
-                    ch.h_full,
-                    active,
-                    blocks.clone(),
-                    bo,
-                );
-                (kernels.project_blocks)(w_hr, ch.h_full, h_next, active, 0..proj_blocks, bo);
+            Some(proj) => {
+                let bufs = (&mut *ch.c, &mut *ch.h_full, &mut *ch.parts);
+                let n = proj.groups();
+                projected_groups(kernels, w, proj, xp, h_prev, bufs, (rows, active), 0..n, bo);
+                sum_groups(ch.parts, rows * h_out, n, h_next);
             }
             None => cell_step(
                 kernels,
@@ -1365,9 +1444,9 @@ fn share(total: usize, part: usize, parts: usize) -> Range<usize> {
 }
 
 /// The time loop of one chunk with each step's hidden units split across `parts` threads: each
-/// thread streams only its share of `W_hh` (and `W_hr`), which stays hot in its own core's cache,
-/// and the threads meet at a barrier after each step (and between the LSTM cell and its
-/// projection). Every output element is computed by the same instructions as in [`run_steps`],
+/// thread streams only its share of `W_hh` (and of an LSTM's projection, in whole groups of
+/// units), which stays hot in its own core's cache, and the threads meet at one barrier after
+/// each step. Every output element is computed by the same instructions as in [`run_steps`],
 /// so the results are bit-identical.
 fn run_steps_split(
     kernels: &Kernels,
@@ -1383,7 +1462,8 @@ fn run_steps_split(
         SharedRows::from_slice(&ch.h_init[..rows * k]),
         SharedRows::zeros(rows * k),
     ];
-    let full = SharedRows::zeros(if w.w_hr.is_some() { rows * h } else { 0 });
+    let n_parts = w.w_hr.as_ref().map_or(0, |p| rows * p.groups() * p.rows());
+    let partials = [SharedRows::zeros(n_parts), SharedRows::zeros(n_parts)];
     let barrier = SpinBarrier::new(parts);
     let shared = SplitShared {
         kernels,
@@ -1394,7 +1474,7 @@ fn run_steps_split(
         xp: &*ch.xp,
         c0: &*ch.c,
         state,
-        full,
+        partials,
         barrier,
     };
     let (y, h_n) = (&mut *ch.y, &mut *ch.h_n);
@@ -1411,7 +1491,12 @@ fn run_steps_split(
         );
         all
     });
-    if w.w_hh.gates() == 4 {
+    if w.w_hr.is_some() {
+        // Group-major: a thread's groups are one region (see `regroup`).
+        for (units, c_part) in parts_c {
+            ch.c[rows * units.start..rows * units.end].copy_from_slice(&c_part);
+        }
+    } else if w.w_hh.gates() == 4 {
         for (units, c_part) in parts_c {
             let nu = units.len();
             for r in 0..rows {
@@ -1434,8 +1519,9 @@ struct SplitShared<'a, 'p> {
     c0: &'a [f32],
     /// `h` of the chunk's rows, `(rows, K)`, double-buffered by step parity.
     state: [SharedRows; 2],
-    /// LSTM with projection: the cell output before projection, `(rows, H)`.
-    full: SharedRows,
+    /// LSTM with projection: each group's partial projection `(rows, P)`, double-buffered by
+    /// step parity.
+    partials: [SharedRows; 2],
     barrier: SpinBarrier,
 }
 
@@ -1448,9 +1534,12 @@ impl SplitShared<'_, '_> {
         parts: usize,
         mut record: Option<(&mut [f32], &mut [f32])>,
     ) -> (Range<usize>, Vec<f32>) {
+        if let Some(proj) = &self.w.w_hr {
+            return self.worker_projected(proj, part, parts, record);
+        }
         let (kern, w, plan) = (self.kernels, self.w, self.plan);
         let (g, h, k) = (w.w_hh.gates(), w.w_hh.rows(), w.w_hh.cols());
-        let h_out = w.w_hr.as_ref().map_or(h, |p| p.rows());
+        let h_out = h;
         let (rows, gh) = (self.order.len(), g * h);
         let blocks = share(w.w_hh.blocks(), part, parts);
         let units = recur_kernels::step::block_units(&w.w_hh, blocks.clone());
@@ -1462,13 +1551,6 @@ impl SplitShared<'_, '_> {
         }
         let mut h_prev = vec![0.0f32; rows * k];
         let mut out_part = vec![0.0f32; rows * nu];
-        let mut full = vec![0.0f32; if w.w_hr.is_some() { rows * h } else { 0 }];
-        let proj = w.w_hr.as_ref().map(|w_hr| {
-            let pb = share(w_hr.blocks(), part, parts);
-            let pu = recur_kernels::step::block_units(w_hr, pb.clone());
-            (w_hr, pb, pu)
-        });
-        let mut proj_part = vec![0.0f32; proj.as_ref().map_or(0, |(_, _, pu)| rows * pu.len())];
         // Thread 0 records each step's state from its read of it at the start of the next
         // step (and the last step's after the loop), so that the read it needs anyway also
         // serves the record: the other threads wait for it at every barrier.
@@ -1501,29 +1583,66 @@ impl SplitShared<'_, '_> {
                 blocks.clone(),
                 bo,
             );
-            match &proj {
-                Some((w_hr, pb, pu)) => {
-                    self.full.write_columns(h, units.start, nu, active, out);
-                    self.barrier.wait();
-                    self.full.read(0, &mut full[..active * h]);
-                    let np = pu.len();
-                    (kern.project_blocks)(
-                        w_hr,
-                        &full,
-                        &mut proj_part[..active * np],
-                        active,
-                        pb.clone(),
-                        bo,
-                    );
-                    next.write_columns(k, pu.start, np, active, &proj_part);
-                }
-                None => next.write_columns(k, units.start, nu, active, out),
-            }
+            next.write_columns(k, units.start, nu, active, out);
             self.barrier.wait();
         }
         if let (Some((y, h_n)), Some((s, active))) = (record, last) {
             self.state[(s + 1) % 2].read(0, &mut h_prev[..active * k]);
             record_step(plan, self.order, s, active, h_out, &h_prev, y, h_n);
+        }
+        (units, c_part)
+    }
+
+    /// [`SplitShared::worker`] for an LSTM with projection: thread `part` runs its share of
+    /// whole groups (`projected_groups`, the same calls as one thread makes), publishes their
+    /// partial projections, and after the step's one barrier sums every group's into its own
+    /// copy of the new state (in group order: the bits of one thread).
+    fn worker_projected(
+        &self,
+        proj: &Projection,
+        part: usize,
+        parts: usize,
+        mut record: Option<(&mut [f32], &mut [f32])>,
+    ) -> (Range<usize>, Vec<f32>) {
+        let (kern, w, plan) = (self.kernels, self.w, self.plan);
+        let (h, p, n) = (w.w_hh.rows(), proj.rows(), proj.groups());
+        let (rows, gh) = (self.order.len(), 4 * h);
+        let groups = share(n, part, parts);
+        let units = proj.units(groups.clone());
+        let mine = rows * units.start..rows * units.end;
+        let mut c_part = self.c0[mine.clone()].to_vec();
+        let mut m_part = vec![0.0f32; mine.len()];
+        let mut parts_mine = vec![0.0f32; groups.len() * rows * p];
+        let mut all = vec![0.0f32; n * rows * p];
+        let mut h_prev = vec![0.0f32; rows * p];
+        self.state[0].read(0, &mut h_prev);
+        let mut h_new = vec![0.0f32; rows * p];
+        for StepRows { s, active, at } in step_rows(plan, self.order) {
+            let src = self.src_rows.of(at..at + active);
+            let xp = &self.xp[src.start * gh..src.end * gh];
+            let bo = BlockOrder::for_step(s);
+            let bufs = (&mut c_part[..], &mut m_part[..], &mut parts_mine[..]);
+            let prev = &h_prev[..active * p];
+            projected_groups(
+                kern,
+                w,
+                proj,
+                xp,
+                prev,
+                bufs,
+                (rows, active),
+                groups.clone(),
+                bo,
+            );
+            let published = &self.partials[s % 2];
+            published.write(groups.start * rows * p, &parts_mine);
+            self.barrier.wait();
+            published.read(0, &mut all);
+            sum_groups(&all, rows * p, n, &mut h_new[..active * p]);
+            if let Some((y, h_n)) = record.as_mut() {
+                record_step(plan, self.order, s, active, p, &h_new, y, h_n);
+            }
+            std::mem::swap(&mut h_prev, &mut h_new);
         }
         (units, c_part)
     }

@@ -108,29 +108,67 @@ fn run_in_pool(model: &Model, fi: &ForwardInput<'_>, threads: usize) -> Outputs 
     pool.install(|| model.forward(fi).unwrap())
 }
 
+/// The engine's result for `case` on every tier, within SPEC §4's bound of the reference.
+fn check_against_reference(case: &Case) -> Result<(), TestCaseError> {
+    let (sd, b) = build(case);
+    let fi = b.forward_input();
+    let want = reference::forward(&case.config, &sd, &fi);
+    let mut model = Model::from_state_dict(case.config.clone(), &sd).unwrap();
+    for isa in available_tiers() {
+        model.set_isa(isa).unwrap();
+        let got = model.forward(&fi).unwrap();
+        prop_assert_eq!(&got.output.shape, &want.output_shape);
+        prop_assert_eq!(&got.h_n.shape, &want.h_n_shape);
+        assert_close(&format!("{isa} output"), &got.output.data, &want.output)?;
+        assert_close(&format!("{isa} h_n"), &got.h_n.data, &want.h_n)?;
+        match (&got.c_n, &want.c_n) {
+            (Some(g), Some(w)) => assert_close(&format!("{isa} c_n"), &g.data, w)?,
+            (None, None) => {}
+            _ => prop_assert!(false, "c_n presence differs"),
+        }
+    }
+    Ok(())
+}
+
+/// LSTMs with projection whose hidden units span one to four of the projection's groups of
+/// 128 (the step runs each group's cells and partial projection, then sums the partials), the
+/// last group short or full, with and without lengths and state.
+fn projected_case_strategy() -> impl Strategy<Value = Case> {
+    (
+        config_strategy(1..12, 100..420, 1..3, true, 1),
+        1usize..70,
+        run_strategy(1..8, 1..6),
+        any::<u64>(),
+    )
+        .prop_map(|(mut config, proj, run, seed)| {
+            config.mode = Mode::Lstm;
+            config.proj_size = proj;
+            Case {
+                config,
+                run,
+                seed: seed | 1,
+                weight_scale: 1.0,
+            }
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
 
     /// The engine agrees with the float64 reference within SPEC §4's bound, on every tier.
     #[test]
     fn engine_matches_reference(case in case_strategy()) {
-        let (sd, b) = build(&case);
-        let fi = b.forward_input();
-        let want = reference::forward(&case.config, &sd, &fi);
-        let mut model = Model::from_state_dict(case.config.clone(), &sd).unwrap();
-        for isa in available_tiers() {
-            model.set_isa(isa).unwrap();
-            let got = model.forward(&fi).unwrap();
-            prop_assert_eq!(&got.output.shape, &want.output_shape);
-            prop_assert_eq!(&got.h_n.shape, &want.h_n_shape);
-            assert_close(&format!("{isa} output"), &got.output.data, &want.output)?;
-            assert_close(&format!("{isa} h_n"), &got.h_n.data, &want.h_n)?;
-            match (&got.c_n, &want.c_n) {
-                (Some(g), Some(w)) => assert_close(&format!("{isa} c_n"), &g.data, w)?,
-                (None, None) => {}
-                _ => prop_assert!(false, "c_n presence differs"),
-            }
-        }
+        check_against_reference(&case)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// A projected LSTM over several groups of units agrees with the reference, on every tier.
+    #[test]
+    fn projected_lstm_over_groups_matches_reference(case in projected_case_strategy()) {
+        check_against_reference(&case)?;
     }
 }
 
@@ -499,7 +537,8 @@ fn split_steps_are_bit_identical_to_one_thread() {
         (Mode::RnnRelu, 256, 0),
         (Mode::Gru, 161, 0),
         (Mode::Lstm, 250, 0),
-        (Mode::Lstm, 256, 200),
+        // Projected: three groups of hidden units (128, 128, 44), shared in whole groups.
+        (Mode::Lstm, 300, 200),
     ];
     for (mode, hidden, proj) in shapes {
         let mut config = Config::new(mode, 13, hidden);
