@@ -10,8 +10,8 @@ use recur_kernels::reference::{reference_sigmoid, reference_tanh};
 /// measured 1.46 on the FMA tiers, 1.96 on the portable tier of a build without FMA).
 const SIGMOID_MAX_ULP: f64 = 2.0;
 /// Largest error of the fast tanh, in ULP of the f32 result (stated in `tanh.rs`: measured
-/// 0.85 on the FMA tiers, 1.18 on the portable tier of a build without FMA).
-const TANH_MAX_ULP: f64 = 1.25;
+/// 1.43 on the FMA tiers, 1.86 on the portable tier of a build without FMA).
+const TANH_MAX_ULP: f64 = 2.0;
 
 /// The spacing of f32 values at `exact` (the ULP of a correctly rounded result).
 fn ulp_of(exact: f64) -> f64 {
