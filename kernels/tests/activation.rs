@@ -9,9 +9,18 @@ use recur_kernels::reference::{reference_sigmoid, reference_tanh};
 /// Largest error of the fast sigmoid, in ULP of the f32 result (stated in `sigmoid.rs`:
 /// measured 1.46 on the FMA tiers, 1.96 on the portable tier of a build without FMA).
 const SIGMOID_MAX_ULP: f64 = 2.0;
-/// Largest error of the fast tanh, in ULP of the f32 result (stated in `tanh.rs`: measured
-/// 1.43 on the FMA tiers, 1.86 on the portable tier of a build without FMA).
-const TANH_MAX_ULP: f64 = 2.0;
+/// Largest error of the fast tanh, in ULP of the f32 result, on a tier with fused multiply-add
+/// (stated in `tanh.rs`: measured 0.84).
+const TANH_MAX_ULP: f64 = 1.0;
+/// The same on the portable tier of an x86-64 build without FMA, where `mul_add` rounds twice
+/// and the correction step's remainder is no longer exact (measured 1.32).
+const TANH_MAX_ULP_UNFUSED: f64 = 1.5;
+
+/// Whether `tier` computes `mul_add` with two roundings: the portable tier where the build has
+/// no FMA (`wide` fuses on aarch64, and on x86-64 only with the `fma` target feature).
+fn unfused(tier: &str) -> bool {
+    tier == "portable" && !cfg!(any(target_feature = "fma", target_arch = "aarch64"))
+}
 
 /// The spacing of f32 values at `exact` (the ULP of a correctly rounded result).
 fn ulp_of(exact: f64) -> f64 {
@@ -39,14 +48,14 @@ struct Worst {
 }
 
 /// Sweeps every `step`-th f32 bit pattern (finite, non-NaN) through every tier and returns the
-/// worst error per tier.
+/// worst error of each tier, by name.
 fn sweep(
     name: &str,
     f: fn(&recur_kernels::Kernels) -> recur_kernels::step::MapFn,
     exact: fn(f32) -> f64,
     lo: f32,
     hi: f32,
-) -> f64 {
+) -> Vec<(&'static str, f64)> {
     // Every 37th pattern in release builds; RECUR_SWEEP_STEP overrides (e.g. a coarser sweep
     // under qemu).
     let step: usize = std::env::var("RECUR_SWEEP_STEP")
@@ -90,7 +99,7 @@ fn sweep(
             }
         }
     }
-    let mut max = 0.0f64;
+    let mut out = Vec::new();
     for ((tier, _), w) in tiers.iter().zip(&worst) {
         eprintln!(
             "{name} [{tier}]: max error {:.3} ULP at x = {:e} ({:#010x}): got {:e}, exact {:e}",
@@ -100,24 +109,31 @@ fn sweep(
             w.got,
             exact(w.x)
         );
-        max = max.max(w.ulp);
+        out.push((*tier, w.ulp));
     }
-    max
+    out
 }
 
 #[test]
 fn sigmoid_within_stated_ulp_over_the_f32_range() {
-    let max = sweep("sigmoid", |k| k.sigmoid, exact_sigmoid, 0.0, 1.0);
-    assert!(
-        max <= SIGMOID_MAX_ULP,
-        "sigmoid: {max} ULP > {SIGMOID_MAX_ULP}"
-    );
+    for (tier, max) in sweep("sigmoid", |k| k.sigmoid, exact_sigmoid, 0.0, 1.0) {
+        assert!(
+            max <= SIGMOID_MAX_ULP,
+            "sigmoid [{tier}]: {max} ULP > {SIGMOID_MAX_ULP}"
+        );
+    }
 }
 
 #[test]
 fn tanh_within_stated_ulp_over_the_f32_range() {
-    let max = sweep("tanh", |k| k.tanh, exact_tanh, -1.0, 1.0);
-    assert!(max <= TANH_MAX_ULP, "tanh: {max} ULP > {TANH_MAX_ULP}");
+    for (tier, max) in sweep("tanh", |k| k.tanh, exact_tanh, -1.0, 1.0) {
+        let bound = if unfused(tier) {
+            TANH_MAX_ULP_UNFUSED
+        } else {
+            TANH_MAX_ULP
+        };
+        assert!(max <= bound, "tanh [{tier}]: {max} ULP > {bound}");
+    }
 }
 
 /// Runs `f` of every tier on `xs` (odd length, so the partial-vector path runs too).
