@@ -1538,8 +1538,8 @@ impl SplitShared<'_, '_> {
             return self.worker_projected(proj, part, parts, record);
         }
         let (kern, w, plan) = (self.kernels, self.w, self.plan);
+        // Without a projection the state is the cell output: `k = h`.
         let (g, h, k) = (w.w_hh.gates(), w.w_hh.rows(), w.w_hh.cols());
-        let h_out = h;
         let (rows, gh) = (self.order.len(), g * h);
         let blocks = share(w.w_hh.blocks(), part, parts);
         let units = recur_kernels::step::block_units(&w.w_hh, blocks.clone());
@@ -1561,7 +1561,7 @@ impl SplitShared<'_, '_> {
                 (Some((y, h_n)), Some((s0, active0))) => {
                     // Step `s0`'s rows are a superset of step `s`'s (a prefix of them).
                     cur.read(0, &mut h_prev[..active0 * k]);
-                    record_step(plan, self.order, s0, active0, h_out, &h_prev, y, h_n);
+                    record_step(plan, self.order, s0, active0, k, &h_prev, y, h_n);
                 }
                 _ => cur.read(0, &mut h_prev[..active * k]),
             }
@@ -1588,7 +1588,7 @@ impl SplitShared<'_, '_> {
         }
         if let (Some((y, h_n)), Some((s, active))) = (record, last) {
             self.state[(s + 1) % 2].read(0, &mut h_prev[..active * k]);
-            record_step(plan, self.order, s, active, h_out, &h_prev, y, h_n);
+            record_step(plan, self.order, s, active, k, &h_prev, y, h_n);
         }
         (units, c_part)
     }
