@@ -6,21 +6,14 @@ mod common;
 
 use recur_kernels::reference::{reference_sigmoid, reference_tanh};
 
-/// Largest error of the fast sigmoid, in ULP of the f32 result (stated in `sigmoid.rs`:
-/// measured 1.46 on the FMA tiers, 1.96 on the portable tier of a build without FMA).
-const SIGMOID_MAX_ULP: f64 = 2.0;
-/// Largest error of the fast tanh, in ULP of the f32 result, on a tier with fused multiply-add
-/// (stated in `tanh.rs`: measured 0.84).
-const TANH_MAX_ULP: f64 = 1.0;
-/// The same on the portable tier of an x86-64 build without FMA, where `mul_add` rounds twice
-/// and the correction step's remainder is no longer exact (measured 1.32).
-const TANH_MAX_ULP_UNFUSED: f64 = 1.5;
-
-/// Whether `tier` computes `mul_add` with two roundings: the portable tier where the build has
-/// no FMA (`wide` fuses on aarch64, and on x86-64 only with the `fma` target feature).
-fn unfused(tier: &str) -> bool {
-    tier == "portable" && !cfg!(any(target_feature = "fma", target_arch = "aarch64"))
-}
+/// Largest error of the fast sigmoid, in ULP of the f32 result, on every tier (stated in
+/// `sigmoid.rs`: 2.40 measured over every f32; a real AVX-512 tier's division may add a
+/// fraction of an ULP, see `Simd::div`).
+const SIGMOID_MAX_ULP: f64 = 2.5;
+/// Largest error of the fast tanh, in ULP of the f32 result, on every tier (stated in
+/// `tanh.rs`: 1.96 measured over every f32 on the FMA tiers, 1.99 on the portable tier of an
+/// x86-64 build without FMA, whose `mul_add` rounds twice).
+const TANH_MAX_ULP: f64 = 2.5;
 
 /// The spacing of f32 values at `exact` (the ULP of a correctly rounded result).
 fn ulp_of(exact: f64) -> f64 {
@@ -127,12 +120,10 @@ fn sigmoid_within_stated_ulp_over_the_f32_range() {
 #[test]
 fn tanh_within_stated_ulp_over_the_f32_range() {
     for (tier, max) in sweep("tanh", |k| k.tanh, exact_tanh, -1.0, 1.0) {
-        let bound = if unfused(tier) {
-            TANH_MAX_ULP_UNFUSED
-        } else {
-            TANH_MAX_ULP
-        };
-        assert!(max <= bound, "tanh [{tier}]: {max} ULP > {bound}");
+        assert!(
+            max <= TANH_MAX_ULP,
+            "tanh [{tier}]: {max} ULP > {TANH_MAX_ULP}"
+        );
     }
 }
 

@@ -61,11 +61,6 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_div_ps(a, b) }
     }
     #[inline(always)]
-    fn recip(self, a: __m256) -> __m256 {
-        // SAFETY: see the impl comment (`vrcpps`, relative error below 1.5 * 2^-12).
-        unsafe { _mm256_rcp_ps(a) }
-    }
-    #[inline(always)]
     fn mul_add(self, a: __m256, b: __m256, c: __m256) -> __m256 {
         // SAFETY: see the impl comment (FMA).
         unsafe { _mm256_fmadd_ps(a, b, c) }

@@ -58,10 +58,6 @@ unsafe impl Simd for Emulated16 {
         map2(a, b, |a, b| a / b)
     }
     #[inline(always)]
-    fn recip(self, a: V) -> V {
-        a.map(|a| 1.0 / a)
-    }
-    #[inline(always)]
     fn mul_add(self, a: V, b: V, c: V) -> V {
         std::array::from_fn(|i| a[i].mul_add(b[i], c[i]))
     }

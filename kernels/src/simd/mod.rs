@@ -59,27 +59,14 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     fn sub(self, a: Self::V, b: Self::V) -> Self::V;
     /// `a * b`.
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;
-    /// `a / b`, correctly rounded.
+    /// `a / b`: correctly rounded on every tier but AVX-512, whose `vdivps` of 16 lanes is slow
+    /// (~10 cycles of throughput against ~2 for `vrcp14ps`, measured on a Xeon) and which
+    /// refines its reciprocal estimate instead (see its impl): within `2^-28` of the exact
+    /// quotient before the one rounding, so correctly rounded but for quotients that close to a
+    /// rounding midpoint (for finite `a` and normal `b`, which is all the activations divide).
+    /// Its bits then depend on the estimate's, which may differ between CPU models, only
+    /// through that rounding.
     fn div(self, a: Self::V, b: Self::V) -> Self::V;
-    /// An estimate of `1 / a` for normal `a`, relative error below `2^-11` (the CPU's
-    /// reciprocal-estimate instruction where the tier has one, exactly `1 / a` otherwise). Its
-    /// bits may differ between CPU models, so it may only scale a term far below a result's
-    /// last bit (a correction step), never produce a result.
-    fn recip(self, a: Self::V) -> Self::V;
-    /// `(q, r)` for a division that a correction step will finish: `q` approximates `a / b`
-    /// and `r` approximates `1 / b`, each within a relative error of `2^-11`, for normal `b`.
-    /// The caller refines `q` with the remainder `a - q b` scaled by `r`; one such step leaves
-    /// an error below `2^-20` of `q` plus the rounding of the last addition.
-    ///
-    /// Default: `q = a / b` correctly rounded and `r = recip(b)`. A tier whose division is
-    /// slow gives `q = a * r` from the reciprocal estimate instead (AVX-512: a `vdivps` of 16
-    /// lanes takes ~10 cycles, `vrcp14ps` ~2, measured on a Xeon); its results then depend on
-    /// the estimate's bits, which may differ between CPU models, but only through the rounding
-    /// of a term ~2^-14 ULP of the result.
-    #[inline(always)]
-    fn quotient(self, a: Self::V, b: Self::V) -> (Self::V, Self::V) {
-        (self.div(a, b), self.recip(b))
-    }
     /// `a * b + c`: fused (one rounding) on tiers with FMA, two roundings on the portable tier
     /// of a build without FMA. Either way the same instructions for every lane and every call,
     /// which is what keeps results independent of the batch split.

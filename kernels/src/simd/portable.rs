@@ -53,11 +53,6 @@ unsafe impl Simd for Portable {
         a / b
     }
     #[inline(always)]
-    fn recip(self, a: f32x8) -> f32x8 {
-        // `rcpps` on SSE (relative error below 1.5 * 2^-12), a division on NEON.
-        a.recip()
-    }
-    #[inline(always)]
     fn mul_add(self, a: f32x8, b: f32x8, c: f32x8) -> f32x8 {
         a.mul_add(b, c)
     }

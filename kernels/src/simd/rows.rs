@@ -57,18 +57,6 @@ unsafe impl<S: Simd, const N: usize> Simd for Rows<S, N> {
         lanes_of!(self, a[0], N, |i| self.0.div(a[i], b[i]))
     }
     #[inline(always)]
-    fn recip(self, a: Self::V) -> Self::V {
-        lanes_of!(self, a[0], N, |i| self.0.recip(a[i]))
-    }
-    #[inline(always)]
-    fn quotient(self, a: Self::V, b: Self::V) -> (Self::V, Self::V) {
-        let (mut q, mut r) = ([a[0]; N], [a[0]; N]);
-        for i in 0..N {
-            (q[i], r[i]) = self.0.quotient(a[i], b[i]);
-        }
-        (q, r)
-    }
-    #[inline(always)]
     fn mul_add(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V {
         lanes_of!(self, a[0], N, |i| self.0.mul_add(a[i], b[i], c[i]))
     }

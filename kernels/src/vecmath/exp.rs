@@ -48,20 +48,18 @@ const X_MIN_NORMAL: f32 = -87.0;
 /// already gives ±1), the results are the same bits.
 #[inline(always)]
 pub(crate) fn exp_nonpositive<S: Simd, const NORMAL_ONLY: bool>(s: S, x: S::V) -> S::V {
-    let (pow2, m, _) = exp_reduced::<S, NORMAL_ONLY>(s, x);
+    let (pow2, m) = exp_reduced::<S, NORMAL_ONLY>(s, x);
     // e^r = 1 + (r + r^2 P(r)), the small terms first.
     s.scale_pow2::<NORMAL_ONLY>(s.add(m, s.splat(1.0)), pow2)
 }
 
-/// The range reduction of [`exp_nonpositive`] (which see for the clamp and NaN): `(p, m, tm)`
-/// with `e^x = 2^n (1 + m + tm)`, `p` the tier's form of `2^n` ([`Simd::round_pow2`]) and
-/// `m + tm = e^r - 1 = r + r^2 P(r)` for the reduced `r = x - n ln2`, `|r| <= ln2/2`: `m` that
-/// sum rounded (no cancellation: `r^2 P(r)` is at most a sixth of `r`) and `tm` its rounding
-/// error (exactly, up to its own rounding, on tiers with FMA). `tanh` takes `e^x - 1` from it
-/// without the cancellation of subtracting 1 from `e^x`. (The compiler drops `tm` where it is
-/// not used.)
+/// The range reduction of [`exp_nonpositive`] (which see for the clamp and NaN): `(p, m)`
+/// with `e^x = 2^n (1 + m)`, `p` the tier's form of `2^n` ([`Simd::round_pow2`]) and
+/// `m = e^r - 1 = r + r^2 P(r)` for the reduced `r = x - n ln2`, `|r| <= ln2/2`, rounded once
+/// (no cancellation: `r^2 P(r)` is at most a sixth of `r`). `tanh` takes `e^x - 1` from it
+/// without the cancellation of subtracting 1 from `e^x`.
 #[inline(always)]
-pub(crate) fn exp_reduced<S: Simd, const NORMAL_ONLY: bool>(s: S, x: S::V) -> (S::V, S::V, S::V) {
+pub(crate) fn exp_reduced<S: Simd, const NORMAL_ONLY: bool>(s: S, x: S::V) -> (S::V, S::V) {
     // `x <= 0`: only the lower clamp can apply.
     let x = s.max(x, s.splat(if NORMAL_ONLY { X_MIN_NORMAL } else { X_MIN }));
     let (n, pow2) = s.round_pow2::<NORMAL_ONLY>(x, s.splat(LOG2E));
@@ -74,8 +72,5 @@ pub(crate) fn exp_reduced<S: Simd, const NORMAL_ONLY: bool>(s: S, x: S::V) -> (S
     let mid = s.mul_add(s.splat(P[2]), r, s.splat(P[3]));
     let lo = s.mul_add(s.splat(P[4]), r, s.splat(P[5]));
     let p = s.mul_add(s.mul_add(hi, r2, mid), r2, lo);
-    let m = s.mul_add(p, r2, r);
-    // `r - m` is exact (`m / r` lies in [0.85, 1.2]), so with FMA `tm` is the rounding error
-    // of `m` itself, rounded.
-    (pow2, m, s.mul_add(p, r2, s.sub(r, m)))
+    (pow2, s.mul_add(p, r2, r))
 }

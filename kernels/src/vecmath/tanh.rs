@@ -1,25 +1,26 @@
 //! The hyperbolic tangent.
 //!
-//! `tanh |x| = (1 - e^-2|x|) / (1 + e^-2|x|)`, the numerator taken without cancellation from
-//! the reduced exponential ([`exp_reduced`]): `e^-2|x| = 2^n (1 + m + tm)`, `m + tm = e^r - 1`
-//! to well below an ULP of `m`, so `1 - e^-2|x| = (1 - 2^n) - 2^n m - 2^n tm`, kept as an
-//! exact pair `num + tn` (Fast2Sum) up to the small terms. For small `|x|` (`n = 0`) that is
-//! `-(m + tm)`, with `m`'s relative accuracy, so no separate polynomial is needed near zero:
-//! one path for every lane, no select, and fewer constants and a shorter dependency chain than
-//! the small-argument polynomial and the exponential form evaluated side by side (criterion
-//! `tanh/4096` on a Zen 3: AVX2 5.11 -> 4.28 µs, portable 12.5 -> 10.9 µs). The denominator
-//! `2 - num` is an exact Fast2Sum pair too, and the quotient's rounding is undone by one
-//! correction step (the FMA remainder, scaled by the reciprocal estimate; on AVX-512 the
-//! quotient itself comes from the estimate, `Simd::quotient`). What is left is mostly `m`'s
-//! error. The sign is OR-ed back, so `tanh(-0) = -0`.
+//! `tanh |x| = (1 - e^-2|x|) / (1 + e^-2|x|)`, numerator and denominator taken from the reduced
+//! exponential ([`exp_reduced`]) `e^-2|x| = 2^n (1 + m)`, `m = e^r - 1` computed without the
+//! cancellation of subtracting 1 from `e^r`: `num = (1 - 2^n) - 2^n m` and
+//! `den = (1 + 2^n) + 2^n m`, each one FMA rounded once (`1 ∓ 2^n` are exact for `n >= -23`;
+//! below, both round to 1 and so does the result). For small `|x|` (`n = 0`) `num = -m`
+//! exactly, with `m`'s relative accuracy, so no separate polynomial is needed near zero: one
+//! path for every lane, no select. Then one division. Rounded once each, `num` and `den`
+//! carry independent errors into the quotient (`den = 2 - num` would double `num`'s there:
+//! 2.5 ULP). Exact pairs and a correction step took the error from 1.96 to 0.84 ULP for ~12
+//! more operations, most of them on the chain, and the LSTM and GRU cells are bound by the
+//! length and number of these chains (`Kernels::tanh` over 4096 values on the Zen 3, AVX2:
+//! 4.5 -> 2.9 µs). The sign is OR-ed back, so `tanh(-0) = -0`.
 //!
-//! Measured error against the exact value (f64 libm), over every 37th f32 bit pattern
-//! (`tests/activation.rs`): **at most 0.84 ULP** on the FMA tiers (AVX2, AVX-512 emulated; the
-//! two-path form measured 0.85), **1.32 ULP** on the portable tier of an x86-64 build without
-//! FMA, whose remainder is not exact (1.18); the test holds the FMA tiers to 1 ULP, the unfused
-//! one to 1.5. Exact at the ends: `tanh(x) = ±1` for `|x| >= 9.011` (where
-//! `e^-2|x| < 2^-25`), `tanh(±inf) = ±1`, `tanh(±0) = ±0`, denormals map to themselves
-//! (`num = 2|x|` and its quotient by 2 are exact); NaN in, NaN out.
+//! Measured error against the exact value (f64 libm), over every f32 bit pattern
+//! (`RECUR_SWEEP_STEP=1 cargo test --release -p recur-kernels --test activation`): **at most
+//! 1.96 ULP** on the FMA tiers (AVX2, AVX-512 emulated), **1.99 ULP** on the portable tier of
+//! an x86-64 build without FMA, whose `num` and `den` round twice; the test holds every tier to
+//! 2.5 (every 37th pattern by default). `num <= den`, so the results stay in `[-1, 1]`. Exact
+//! at the ends: `tanh(x) = ±1` for `|x| >= 9.011` (where `e^-2|x| < 2^-25`), `tanh(±inf) =
+//! ±1`, `tanh(±0) = ±0`, denormals map to themselves (`num = 2|x|` and its quotient by 2 are
+//! exact); NaN in, NaN out.
 
 use super::exp::exp_reduced;
 use crate::simd::Simd;
@@ -27,30 +28,13 @@ use crate::simd::Simd;
 /// `tanh(x)` per lane.
 #[inline(always)]
 pub(crate) fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
-    let (one, two) = (s.splat(1.0), s.splat(2.0));
+    let one = s.splat(1.0);
     let a = s.abs(x);
-    // e^-2a = 2^n (1 + m + tm), n in [-126, 0]: only `e^-2a >= 2^-25` changes the result, so it
-    // need not go below the normal range.
-    let (p, m, tm) = exp_reduced::<S, true>(s, s.mul(a, s.splat(-2.0)));
+    // e^-2a = 2^n (1 + m), n in [-126, 0]: only `e^-2a >= 2^-25` changes the result, so it
+    // need not go below the normal range. A NaN `x` gives a NaN `m`, and so a NaN result.
+    let (p, m) = exp_reduced::<S, true>(s, s.mul(a, s.splat(-2.0)));
     let pow2 = s.scale_pow2::<true>(one, p);
-    // num + tn = 1 - e^-2a = (c + tc) - pm - 2^n tm: `c + tc = 1 - 2^n` exactly (Fast2Sum,
-    // `tc = 0` for n >= -24), `pm = 2^n m` is exact, and `c >= |pm|` (Fast2Sum again; `c = 0`
-    // where n = 0, and then `num = -m` exactly); the small terms only join the tail. A NaN `x`
-    // gives a NaN `m`, and so a NaN `num`, `q` and result.
-    let c = s.sub(one, pow2);
-    let tc = s.sub(s.sub(one, c), pow2);
-    let pm = s.mul(pow2, m);
-    let num = s.sub(c, pm);
-    let tn = s.neg_mul_add(pow2, tm, s.add(s.sub(s.sub(c, num), pm), tc));
-    // d + td = 2 - num exactly (Fast2Sum, 2 >= num), so 2 - (num + tn) = d + (td - tn).
-    let d = s.sub(two, num);
-    let td = s.sub(s.sub(s.sub(two, d), num), tn);
-    // `q` is `num / d` rounded, or within 2^-11 of it where the tier divides through its
-    // reciprocal estimate `r` (`Simd::quotient`); the remainder `(num + tn) - q (d + td)`, its
-    // first part exact by FMA, scaled by `r` corrects it either way: ~0.5 ULP are left, and the
-    // error of `m`, scaled down by `2^n` and the quotient.
-    let (q, r) = s.quotient(num, d);
-    let rem = s.add(s.neg_mul_add(q, d, num), tn);
-    let t = s.mul_add(s.neg_mul_add(q, td, rem), r, q);
-    s.or_sign(t, x)
+    let num = s.neg_mul_add(pow2, m, s.sub(one, pow2));
+    let den = s.mul_add(pow2, m, s.add(one, pow2));
+    s.or_sign(s.div(num, den), x)
 }
