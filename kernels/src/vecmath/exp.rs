@@ -48,21 +48,32 @@ const X_MIN_NORMAL: f32 = -87.0;
 /// already gives ±1), the results are the same bits.
 #[inline(always)]
 pub(crate) fn exp_nonpositive<S: Simd, const NORMAL_ONLY: bool>(s: S, x: S::V) -> S::V {
-    let (pow2, m) = exp_reduced::<S, NORMAL_ONLY>(s, x);
+    let (pow2, m) = exp_reduced::<S, NORMAL_ONLY>(s, x, 1.0);
     // e^r = 1 + (r + r^2 P(r)), the small terms first.
     s.scale_pow2::<NORMAL_ONLY>(s.add(m, s.splat(1.0)), pow2)
 }
 
-/// The range reduction of [`exp_nonpositive`] (which see for the clamp and NaN): `(p, m)`
-/// with `e^x = 2^n (1 + m)`, `p` the tier's form of `2^n` ([`Simd::round_pow2`]) and
-/// `m = e^r - 1 = r + r^2 P(r)` for the reduced `r = x - n ln2`, `|r| <= ln2/2`, rounded once
-/// (no cancellation: `r^2 P(r)` is at most a sixth of `r`). `tanh` takes `e^x - 1` from it
-/// without the cancellation of subtracting 1 from `e^x`.
+/// The range reduction of [`exp_nonpositive`] (which see for the clamp and NaN), for
+/// `x = c y`, `y <= 0`, `c` 1 or 2: `(p, m)` with `e^x = 2^n (1 + m)`, `p` the tier's form of
+/// `2^n` ([`Simd::round_pow2`]) and `m = e^r - 1 = r + r^2 P(r)` for the reduced
+/// `r = x - n ln2`, `|r| <= ln2/2`, rounded once (no cancellation: `r^2 P(r)` is at most a
+/// sixth of `r`). `tanh` takes `e^x - 1` from it without the cancellation of subtracting 1
+/// from `e^x`.
+///
+/// `c` is a power of two, so `c y` and `c log2(e)` are exact and `n = round(y (c log2(e)))`
+/// is the same number as `round((c y) log2(e))`: the bits do not depend on where `c` goes,
+/// and taking it into the constant keeps the product `c y` off the chain to `n` (`tanh`'s
+/// `e^-2|x|`: 3 cycles of its ~55).
 #[inline(always)]
-pub(crate) fn exp_reduced<S: Simd, const NORMAL_ONLY: bool>(s: S, x: S::V) -> (S::V, S::V) {
-    // `x <= 0`: only the lower clamp can apply.
-    let x = s.max(x, s.splat(if NORMAL_ONLY { X_MIN_NORMAL } else { X_MIN }));
-    let (n, pow2) = s.round_pow2::<NORMAL_ONLY>(x, s.splat(LOG2E));
+pub(crate) fn exp_reduced<S: Simd, const NORMAL_ONLY: bool>(s: S, y: S::V, c: f32) -> (S::V, S::V) {
+    debug_assert!(c == 1.0 || c == 2.0);
+    // `y <= 0`: only the lower clamp can apply (`X_MIN / c` is exact too).
+    let y = s.max(
+        y,
+        s.splat(if NORMAL_ONLY { X_MIN_NORMAL } else { X_MIN } / c),
+    );
+    let (n, pow2) = s.round_pow2::<NORMAL_ONLY>(y, s.splat(c * LOG2E));
+    let x = if c == 1.0 { y } else { s.mul(y, s.splat(c)) };
     let r = s.mul_add(n, s.splat(-LN2_HI), x);
     let r = s.mul_add(n, s.splat(-LN2_LO), r);
     // P(r) by Estrin's scheme: three linear pieces at once, joined by `r^2`, a chain of three

@@ -29,10 +29,10 @@ use crate::simd::Simd;
 #[inline(always)]
 pub(crate) fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
     let one = s.splat(1.0);
-    let a = s.abs(x);
-    // e^-2a = 2^n (1 + m), n in [-126, 0]: only `e^-2a >= 2^-25` changes the result, so it
-    // need not go below the normal range. A NaN `x` gives a NaN `m`, and so a NaN result.
-    let (p, m) = exp_reduced::<S, true>(s, s.mul(a, s.splat(-2.0)));
+    // e^-2|x| = 2^n (1 + m), n in [-126, 0]: only `e^-2|x| >= 2^-25` changes the result, so
+    // it need not go below the normal range. `-|x|` as one OR of the sign bit, the factor 2
+    // taken inside (`exp_reduced`). A NaN `x` gives a NaN `m`, and so a NaN result.
+    let (p, m) = exp_reduced::<S, true>(s, s.or_sign(x, s.splat(-0.0)), 2.0);
     let pow2 = s.scale_pow2::<true>(one, p);
     let num = s.neg_mul_add(pow2, m, s.sub(one, pow2));
     let den = s.mul_add(pow2, m, s.add(one, pow2));
