@@ -4,16 +4,8 @@
 
 mod common;
 
+use common::{REFERENCE_MAX_ULP, SIGMOID_MAX_ULP, TANH_MAX_ULP};
 use recur_kernels::reference::{reference_sigmoid, reference_tanh};
-
-/// Largest error of the fast sigmoid, in ULP of the f32 result, on every tier (stated in
-/// `sigmoid.rs`: 2.40 measured over every f32; a real AVX-512 tier's division may add a
-/// fraction of an ULP, see `Simd::div`).
-const SIGMOID_MAX_ULP: f64 = 2.5;
-/// Largest error of the fast tanh, in ULP of the f32 result, on every tier (stated in
-/// `tanh.rs`: 1.96 measured over every f32 on the FMA tiers, 1.99 on the portable tier of an
-/// x86-64 build without FMA, whose `mul_add` rounds twice).
-const TANH_MAX_ULP: f64 = 2.5;
 
 /// The spacing of f32 values at `exact` (the ULP of a correctly rounded result).
 fn ulp_of(exact: f64) -> f64 {
@@ -260,7 +252,8 @@ fn scalar_references_stay_close_to_exact() {
         let (sig, tanh) = (reference_sigmoid(x), reference_tanh(x));
         let s = (f64::from(sig) - exact_sigmoid(x)).abs() / ulp_of(exact_sigmoid(x));
         let t = (f64::from(tanh) - exact_tanh(x)).abs() / ulp_of(exact_tanh(x));
-        let s_ok = s <= 4.0 || (x < -88.0 && exact_sigmoid(x) < f64::from(f32::MIN_POSITIVE));
+        let s_ok = s <= REFERENCE_MAX_ULP
+            || (x < -88.0 && exact_sigmoid(x) < f64::from(f32::MIN_POSITIVE));
         assert!(
             s_ok && t <= 2.0,
             "reference at {x:e}: sigmoid {s} ULP, tanh {t} ULP"

@@ -11,9 +11,9 @@
 //!
 //! - pre-activation `xp + Σ_k w_k h_k`: each side is within `γ(K+2) (|xp| + Σ|w_k h_k|)` of the
 //!   exact sum (`γ(n) = n u / (1 - n u)`, `u = 2^-24`; recursive summation of rounded products);
-//! - activations: a fast one is within [`FAST_SIGMOID_ULP`] / [`FAST_TANH_ULP`] (the bounds
-//!   `tests/activation.rs` holds them to), a reference within [`REFERENCE_ULP`] except below
-//!   `f32::MIN_POSITIVE`; their derivatives are at most 1/4 (σ) and 1 (tanh);
+//! - activations: a fast one is within `SIGMOID_MAX_ULP` / `TANH_MAX_ULP` (`tests/common`,
+//!   the bounds `tests/activation.rs` holds them to), a reference within `REFERENCE_MAX_ULP`
+//!   except below `f32::MIN_POSITIVE`; their derivatives are at most 1/4 (σ) and 1 (tanh);
 //! - every further `+`, `*` rounds once on each side (1 ULP of the result each);
 //! - every value a kernel stores (`h`, `c`, the projection's output) is flushed to `±0` where it
 //!   would be denormal (`recur_kernels::denormal`), which the references do not do: up to
@@ -26,7 +26,7 @@
 
 mod common;
 
-use common::{gamma, Rng};
+use common::{gamma, Rng, REFERENCE_MAX_ULP, SIGMOID_MAX_ULP, TANH_MAX_ULP};
 
 use proptest::prelude::*;
 use recur_kernels::denormal::has_denormals;
@@ -36,14 +36,6 @@ use recur_kernels::reference::{
 };
 use recur_kernels::step::{block_units, BlockOrder};
 use recur_kernels::{Activation, Kernels, PackedMatrix};
-
-/// The fast sigmoid's bound in ULP (`SIGMOID_MAX_ULP` of `tests/activation.rs`).
-const FAST_SIGMOID_ULP: f64 = 2.5;
-/// The fast `tanh`'s bound in ULP (`TANH_MAX_ULP` of `tests/activation.rs`).
-const FAST_TANH_ULP: f64 = 2.5;
-/// The scalar references' bound in ULP (`scalar_references_stay_close_to_exact` of
-/// `tests/activation.rs`).
-const REFERENCE_ULP: f64 = 4.0;
 
 fn ulp(x: f64) -> f64 {
     let a = x.abs().max(f64::from(f32::MIN_POSITIVE));
@@ -87,7 +79,7 @@ impl E {
         E {
             v,
             e: self.e / 4.0
-                + (FAST_SIGMOID_ULP + REFERENCE_ULP) * ulp(v)
+                + (SIGMOID_MAX_ULP + REFERENCE_MAX_ULP) * ulp(v)
                 + f64::from(f32::MIN_POSITIVE),
         }
     }
@@ -95,7 +87,7 @@ impl E {
         let v = self.v.tanh();
         E {
             v,
-            e: self.e + (FAST_TANH_ULP + REFERENCE_ULP) * ulp(v) + f64::from(f32::MIN_POSITIVE),
+            e: self.e + (TANH_MAX_ULP + REFERENCE_MAX_ULP) * ulp(v) + f64::from(f32::MIN_POSITIVE),
         }
     }
     fn relu(self) -> E {

@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: the tiers to run on this host.
+//! Helpers shared by the integration tests: the tiers to run on this host, and the stated error
+//! bounds of the activations that `activation.rs` checks and `step.rs` builds on.
 
 #![allow(dead_code)]
 
@@ -52,3 +53,15 @@ impl Rng {
         (0..n).map(|_| self.f(scale)).collect()
     }
 }
+
+/// Largest error of the fast sigmoid, in ULP of the f32 result, on every tier (stated in
+/// `sigmoid.rs`: 2.40 measured over every f32; a real AVX-512 tier's division may add a
+/// fraction of an ULP, see `Simd::div`).
+pub const SIGMOID_MAX_ULP: f64 = 2.5;
+/// Largest error of the fast tanh, in ULP of the f32 result, on every tier (stated in
+/// `tanh.rs`: 1.96 measured over every f32 on the FMA tiers, 1.99 on the portable tier of an
+/// x86-64 build without FMA, whose `mul_add` rounds twice).
+pub const TANH_MAX_ULP: f64 = 2.5;
+/// Largest error of the scalar references' sigmoid, in ULP, above `f32::MIN_POSITIVE`
+/// (`scalar_references_stay_close_to_exact` in `activation.rs`; their tanh is held to 2).
+pub const REFERENCE_MAX_ULP: f64 = 4.0;
