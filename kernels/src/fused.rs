@@ -840,6 +840,20 @@ struct RnnCell<'a, const SPLIT: bool, const RELU: bool> {
     nu: usize,
 }
 
+impl<'a, const SPLIT: bool, const RELU: bool> RnnCell<'a, SPLIT, RELU> {
+    /// The epilogue of a call over `H = h` units writing `(rows, nu)` outputs for its units
+    /// `u_begin..u_begin + nu` (`(u_begin, nu)`).
+    fn new(xp: &'a [f32], h_out: &'a mut [f32], h: usize, (u_begin, nu): (usize, usize)) -> Self {
+        Self {
+            xp,
+            h_out,
+            h,
+            u_begin,
+            nu,
+        }
+    }
+}
+
 impl<S: Simd, const SPLIT: bool, const RELU: bool> Epilogue<S, 1> for RnnCell<'_, SPLIT, RELU> {
     const SPLIT_K: bool = SPLIT;
 
@@ -910,32 +924,27 @@ pub(crate) fn rnn_step_blocks<
         rows,
         &blocks,
     );
-    let (h, u_begin, nu) = (w.rows(), units.start, units.len());
+    // The activation chosen once, as a constant of the epilogue.
+    let (h, units) = (w.rows(), (units.start, units.len()));
     match act {
-        Activation::Tanh => {
-            let mut cell = RnnCell::<SPLIT, false> {
-                xp,
-                h_out,
-                h,
-                u_begin,
-                nu,
-            };
-            run::<S, 1, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
-                s, w, blocks, order, h_prev, rows, &mut cell,
-            );
-        }
-        Activation::Relu => {
-            let mut cell = RnnCell::<SPLIT, true> {
-                xp,
-                h_out,
-                h,
-                u_begin,
-                nu,
-            };
-            run::<S, 1, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
-                s, w, blocks, order, h_prev, rows, &mut cell,
-            );
-        }
+        Activation::Tanh => run::<S, 1, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
+            s,
+            w,
+            blocks,
+            order,
+            h_prev,
+            rows,
+            &mut RnnCell::<SPLIT, false>::new(xp, h_out, h, units),
+        ),
+        Activation::Relu => run::<S, 1, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
+            s,
+            w,
+            blocks,
+            order,
+            h_prev,
+            rows,
+            &mut RnnCell::<SPLIT, true>::new(xp, h_out, h, units),
+        ),
     }
 }
 

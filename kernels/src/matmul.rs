@@ -220,8 +220,13 @@ fn project_rows<S: Simd, const MR: usize, const JB: usize, const NV: usize>(
                     }
                     // The next row tile's output lines: their stores (and, after the first
                     // `k` chunk, the loads of their partial sums) would otherwise wait on
-                    // cache misses one line at a time.
-                    for r in (r0 + MR..m1.min(r0 + 2 * MR)).filter(|_| prefetch_out) {
+                    // cache misses one line at a time. (None for an output within L1.)
+                    let ahead = if prefetch_out {
+                        m1.min(r0 + 2 * MR)
+                    } else {
+                        r0
+                    };
+                    for r in r0 + MR..ahead {
                         let row = &xp[r * n..][..n];
                         let (c0, c1) = (j * BLOCK, n.min((j + jb) * BLOCK));
                         let mut c = c0;
