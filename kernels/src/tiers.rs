@@ -417,11 +417,16 @@ macro_rules! avx512_tier {
             // Sums in two halves: a 64-unit layer's single row has only 4 blocks, 4 chains.
             rnn: (4, 1, 1, 5, 1, 1, 2, 1, 1, 8, split_k: true);
             project: (4, 1, 1, 5, 1, 1, 4, 1, 1, 8);
-            // Calls of few rows in 6 x 4 tiles: 10 row pointers and 24 accumulators fit the
-            // registers (the 12 x 2 tile's 14 do not: 6 are reloaded every `k`), and a
-            // 50-row call wastes 4 rows instead of 10. Measured, best of 5: 50 x 32 x 64
-            // 1.9 -> 1.7 us, 100 x 80 x 2048 ~10% faster; the large calls' rates mixed.
-            input_projection: (12, 2, 1, 8, 1024, 65536, few: (6, 4));
+            // Large calls in 8 x 3 tiles: 11 row and block pointers and 24 accumulators fit
+            // the registers, 11 loads a `k` for 24 FMAs. The 12 x 2 tile's 14 pointers do
+            // not fit: 6 are reloaded from the stack every `k`, 20 loads for 24 FMAs, and a
+            // core with two load ports (Ice Lake-SP, session 18) runs it load-bound: kernel
+            // probe, best of 7, 8192 x 4096 x 512 (lstm_big_b256) 102-104.5 -> 121.5-124.4
+            // GFLOP/s, 8192 x 1024 x 256 (lstm_b64) 113-115 -> 124-125 (FMA peak 172).
+            // Calls of few rows in 6 x 4 tiles: 10 pointers, and a 50-row call wastes 4 rows
+            // instead of 10 (or 6). Measured, best of 5: 50 x 32 x 64 1.9 -> 1.7 us, 100 x 80
+            // x 2048 ~10% faster than with 12 x 2.
+            input_projection: (8, 3, 1, 8, 1024, 65536, few: (6, 4));
         }
     };
 }
