@@ -1080,13 +1080,17 @@ impl SrcRows {
 /// A large batch's `xp` of all steps is far beyond L2 (lstm_b64: 32 MiB): projected at once,
 /// it is written out to L3 and read back by the steps. Projected a few steps ahead, it is
 /// still in L2 when the steps read it; that pays where `W_ih` is small enough to be read
-/// again for every group. The bounds are fractions of the core's L2 (`l2`, bytes; see
-/// [`l2_bytes`]): an `xp` beyond twice L2, a `W_ih` of at most half of it, groups of a
-/// quarter of it (at least one step). Measured, the kernels alone: on the Xeon of
+/// again for every group. The bounds are multiples of the core's L2 (`l2`, bytes; see
+/// [`l2_bytes`]): an `xp` beyond twice L2, a `W_ih` of at most L2, groups of about L2's
+/// worth of `xp` (at least one step). Measured, the kernels alone: on the Xeon of
 /// docs/PERFORMANCE.md (2 MiB L2) I256 H256 B64 T128 64.8 -> 62.7-62.9 ms for groups of 1 to
 /// 8 steps, and I512 H1024 B256 T32 (an 8 MiB `W_ih`) 718 -> 732-738 ms, so not there; on the
 /// Zen 3 (512 KiB L2) lstm_b64's 1 MiB `W_ih` read once a step lost (`recur bench` min 129.4
-/// -> 128.6 ms, medians 1-10% apart) and is left out by the same rule. Only on the calling
+/// -> 128.6 ms, medians 1-10% apart) and is left out by the same rule. On the Ice Lake-SP
+/// Xeon (1.25 MiB L2), lstm_b64 pinned to one core (`recur bench`, 3 alternated pairs):
+/// projected at once 72.4-73.8 ms, groups of 5 steps (1.25 MiB) 69.9-70.7; groups of 1, 2,
+/// 4 and 8 steps 71.3, 70.0, 69.6, 70.1 (so the bound on `W_ih`, once half of L2, is L2
+/// and the groups are L2's worth, once a quarter). Only on the calling
 /// thread (a split step loop projects its shares in parallel up front). A row's projection
 /// does not depend on the other rows of its call, so the results are the same bits either way.
 ///
@@ -1095,10 +1099,10 @@ impl SrcRows {
 fn steps_ahead(w_ih: &PackedMatrix, split: usize, rows: usize, n_rows: usize, l2: usize) -> usize {
     let gh = w_ih.rows();
     let w_ih_bytes = gh * w_ih.cols() * 4;
-    if split > 1 || rows == 0 || n_rows * gh * 4 <= 2 * l2 || w_ih_bytes > l2 / 2 {
+    if split > 1 || rows == 0 || n_rows * gh * 4 <= 2 * l2 || w_ih_bytes > l2 {
         return 0;
     }
-    (l2 / 4 / (rows * gh * 4)).max(1)
+    (l2 / (rows * gh * 4)).max(1)
 }
 
 /// L2 bytes assumed where the machine does not say (`l2_bytes`).
@@ -1747,9 +1751,19 @@ mod tests {
     #[test]
     fn large_batches_of_small_inputs_are_projected_a_few_steps_ahead() {
         let l2 = 2 << 20;
-        // lstm_b64 with a 2 MiB L2: 32 MiB of `xp`, a 1 MiB `W_ih`: groups of 2 steps (256 KiB
+        // lstm_b64 with a 2 MiB L2: 32 MiB of `xp`, a 1 MiB `W_ih`: groups of 8 steps (256 KiB
         // each).
-        assert_eq!(steps_ahead(&w_ih(1024, 256), 1, 64, 128 * 64, l2), 2);
+        assert_eq!(steps_ahead(&w_ih(1024, 256), 1, 64, 128 * 64, l2), 8);
+        // With a 1.25 MiB L2 (the Ice Lake-SP Xeon), groups of 5; its 32-row chunks at two
+        // threads, 10.
+        assert_eq!(
+            steps_ahead(&w_ih(1024, 256), 1, 64, 128 * 64, 1280 << 10),
+            5
+        );
+        assert_eq!(
+            steps_ahead(&w_ih(1024, 256), 1, 32, 128 * 32, 1280 << 10),
+            10
+        );
         // With a 512 KiB L2, a 1 MiB `W_ih` is not read once a group.
         assert_eq!(steps_ahead(&w_ih(1024, 256), 1, 64, 128 * 64, 512 << 10), 0);
         // Split across threads: projected up front, in shares.
