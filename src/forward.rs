@@ -3,8 +3,10 @@
 //! The path of data, per layer and direction: the input is gathered into the order the recurrent
 //! loop reads it (batch rows sorted by length, the reverse direction's sequences reversed within
 //! their own length), projected for every timestep at once by one GEMM per batch chunk
-//! (`xp = x W_ihᵀ + b`), then run through the fused step kernel one timestep at a time, and
-//! finally scattered back into PyTorch's `(L, N, D*H_out)` layout. Batch chunks and directions run
+//! (`xp = x W_ihᵀ + b`; a large batch's in groups of steps, or an LSTM's or GRU's inside each
+//! step's kernel, see [`projects_in_step`]: the same bits), then run through the fused step
+//! kernel one timestep at a time, and finally scattered back into PyTorch's `(L, N, D*H_out)`
+//! layout. Batch chunks and directions run
 //! in parallel on the current rayon pool; a row's arithmetic never depends on the chunking, so
 //! results are bit-identical for any thread count.
 
@@ -943,7 +945,13 @@ fn run_chunk(
         (&std::mem::take(&mut ch.x)[..n_rows * in_size], n_rows)
     };
     let src_rows = SrcRows((in_place && reverse).then_some(n_rows));
-    let ahead = steps_ahead(&w.w_ih, plan.split, rows, n_rows, l2_bytes());
+    // Steps of inputs projected at a time: 0 for all at once, `usize::MAX` for each step's
+    // inside its step kernel (`projects_in_step`).
+    let ahead = if projects_in_step(w, plan.split, rows) {
+        usize::MAX
+    } else {
+        steps_ahead(&w.w_ih, plan.split, rows, n_rows, l2_bytes())
+    };
     // Whether the projection's inputs still need their scan for denormals.
     let scan = raw && in_place;
     if ahead == 0 {
@@ -1105,6 +1113,24 @@ fn steps_ahead(w_ih: &PackedMatrix, split: usize, rows: usize, n_rows: usize, l2
     (l2 / (rows * gh * 4)).max(1)
 }
 
+/// The fewest rows of a chunk whose LSTM steps project their own inputs (see
+/// [`projects_in_step`]).
+const IN_STEP_ROWS: usize = 16;
+
+/// Whether a chunk of `rows` rows projects each step's inputs inside the step kernel
+/// (`lstm_input_step_blocks`, `gru_input_step_blocks`) instead of ahead of the steps: for an
+/// LSTM without projection or a GRU, a step not split across threads, and a batch large
+/// enough that `W_ih`, read again every step, serves many rows. The kernels give the same bits
+/// as the projection and the step, so the choice changes no result; what it saves is `xp`'s
+/// trip through memory (or L2) between the two.
+fn projects_in_step(w: &DirectionWeights, split: usize, rows: usize) -> bool {
+    matches!(w.w_hh.gates(), 3 | 4)
+        && w.w_hr.is_none()
+        && w.w_ih.cols() > 0
+        && split == 1
+        && rows >= IN_STEP_ROWS
+}
+
 /// L2 bytes assumed where the machine does not say (`l2_bytes`).
 const L2_DEFAULT: usize = 1 << 20;
 
@@ -1250,6 +1276,37 @@ fn run_steps(
             (kernels.rnn_steps)(&w.w_hh, w.activation(), xp, &ch.h_init[..h], y, steps);
             let last = &ch.y[(steps - 1) * h..steps * h];
             keep_final(plan, order, steps - 1, 1, h_out, last, ch.h_n);
+        }
+        return;
+    }
+    if ahead == usize::MAX {
+        // Each step projects its own inputs (see `projects_in_step`).
+        let w_ih = w.w_ih_gates();
+        let blocks = 0..w.w_hh.blocks();
+        for StepRows { s, active, at } in step_rows(plan, order) {
+            let mine = src_rows.of(at..at + active);
+            let x = scanned(
+                kernels,
+                &src[mine.start * in_size..mine.end * in_size],
+                scan,
+                ch.x,
+            );
+            let (done, rest) = ch.y.split_at_mut(s * rows * h);
+            let h_prev: &[f32] = match s {
+                0 => &ch.h_init[..active * h],
+                _ => &done[(s - 1) * rows * h..][..active * h],
+            };
+            let h_next = &mut rest[..active * h];
+            let input = (w_ih, &w.bias_x[..], x);
+            let (b, bo) = (blocks.clone(), BlockOrder::for_step(s));
+            if g == 4 {
+                let c = &mut *ch.c;
+                (kernels.lstm_input_step_blocks)(input, &w.w_hh, h_prev, c, h_next, active, b, bo);
+            } else {
+                let (w_hh, b_hn) = (&w.w_hh, &w.b_hn[..]);
+                (kernels.gru_input_step_blocks)(input, w_hh, b_hn, h_prev, h_next, active, b, bo);
+            }
+            keep_final(plan, order, s, active, h, h_next, ch.h_n);
         }
         return;
     }
@@ -1741,7 +1798,7 @@ fn gather_states(plan: &Plan<'_>, sz: &Sizes, arena: &[f32], h_n: &mut [f32], c_
 
 #[cfg(test)]
 mod tests {
-    use super::{l2_bytes, l2_from_sysfs, parse_cache_size, refill, steps_ahead};
+    use super::{l2_bytes, l2_from_sysfs, parse_cache_size, projects_in_step, refill, steps_ahead};
     use recur_kernels::PackedMatrix;
 
     fn w_ih(gh: usize, input: usize) -> PackedMatrix {
@@ -1783,6 +1840,30 @@ mod tests {
                     "{gh} {l2}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn large_lstm_and_gru_batches_project_inside_their_steps() {
+        use crate::bench::random_state_dict;
+        use crate::{Config, Mode, Model};
+        let weights = |mode: Mode, proj: usize| {
+            let mut config = Config::new(mode, 5, 32);
+            config.proj_size = proj;
+            Model::from_state_dict(config.clone(), &random_state_dict(&config, 1)).unwrap()
+        };
+        for (mode, proj, in_step) in [
+            (Mode::Lstm, 0, true),
+            (Mode::Gru, 0, true),
+            (Mode::Lstm, 8, false),
+            (Mode::RnnTanh, 0, false),
+        ] {
+            let m = weights(mode, proj);
+            let w = &m.layers[0][0];
+            assert_eq!(projects_in_step(w, 1, 16), in_step, "{mode} P={proj}");
+            assert_eq!(projects_in_step(w, 1, 64), in_step, "{mode} P={proj}");
+            assert!(!projects_in_step(w, 1, 15), "{mode} P={proj}: 15 rows");
+            assert!(!projects_in_step(w, 2, 64), "{mode} P={proj}: split step");
         }
     }
 

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use recur_kernels::denormal::flush;
 use recur_kernels::{kernels_for, Isa, Kernels, PackedMatrix, BLOCK};
@@ -30,6 +31,9 @@ pub(crate) struct DirectionWeights {
     pub w_hr: Option<Projection>,
     /// `RNN_RELU`: the plain RNN cell's nonlinearity is relu, not tanh.
     pub relu: bool,
+    /// `W_ih` packed as `W_hh` is, by gates (an LSTM's, for the step kernel that projects its
+    /// own inputs): packed on first use, so only a model that serves large batches holds it.
+    pub w_ih_gates: OnceLock<PackedMatrix>,
 }
 
 /// A loaded recurrent module, immutable and `Send + Sync`: share it (`Arc<Model>`) across
@@ -127,6 +131,14 @@ impl Projection {
 }
 
 impl DirectionWeights {
+    /// [`DirectionWeights::w_ih_gates`], packed now if this is its first use.
+    pub fn w_ih_gates(&self) -> &PackedMatrix {
+        self.w_ih_gates.get_or_init(|| {
+            let (g, h) = (self.w_hh.gates(), self.w_hh.rows());
+            PackedMatrix::pack(&self.w_ih.unpack(), g, h, self.w_ih.cols())
+        })
+    }
+
     /// The plain RNN cell's nonlinearity.
     pub fn activation(&self) -> recur_kernels::Activation {
         if self.relu {
@@ -274,5 +286,6 @@ fn pack_direction(config: &Config, t: &StateDict, layer: usize, dir: usize) -> D
         w_hr: (config.proj_size > 0)
             .then(|| Projection::pack(get("weight_hr"), config.proj_size, h)),
         relu: config.mode == Mode::RnnRelu,
+        w_ih_gates: OnceLock::new(),
     }
 }

@@ -216,6 +216,53 @@ fn bit_identical_for_any_thread_count() {
     }
 }
 
+/// An LSTM without projection and a GRU, whose batch chunks of 16 rows or more project each
+/// step's inputs inside the step kernel (`projects_in_step` in src/forward.rs): 37 rows on 1
+/// thread and 19 on 2 take that path, 13 on 3 and 5 on 8 project ahead of the steps; all the
+/// same bits, on every tier, in both directions, with and without lengths, and each element
+/// alone (batch 1, projected at once) too.
+#[test]
+fn projecting_in_step_is_bit_identical_to_projecting_ahead() {
+    for (mode, ragged) in [
+        (Mode::Lstm, false),
+        (Mode::Lstm, true),
+        (Mode::Gru, false),
+        (Mode::Gru, true),
+    ] {
+        let mut config = Config::new(mode, 19, 33);
+        config.num_layers = 2;
+        config.bidirectional = true;
+        let n = 37;
+        let case = Case {
+            config: config.clone(),
+            run: Run {
+                lengths: ragged.then(|| (0..n).map(|b| 1 + (b * 7) % 23).collect()),
+                ..Run::new(23, n, true)
+            },
+            seed: 0x1a57e9 + mode as u64,
+            weight_scale: 1.0,
+        };
+        let (sd, b) = build(&case);
+        let mut model = Model::from_state_dict(config, &sd).unwrap();
+        for isa in available_tiers() {
+            model.set_isa(isa).unwrap();
+            let fi = b.forward_input();
+            let whole = run_in_pool(&model, &fi, 1);
+            let one = all_bits(&whole);
+            for threads in [2, 3, 8] {
+                assert!(
+                    one == all_bits(&run_in_pool(&model, &fi, threads)),
+                    "{mode} ragged={ragged} {isa}: {threads} threads differ from 1"
+                );
+            }
+            for e in [0, 17, 36] {
+                let what = format!("{mode} ragged={ragged} {isa}");
+                assert_alone_matches(&model, &b, &whole, e, &what);
+            }
+        }
+    }
+}
+
 /// Picks batch element `b` out of a seq-major `(L, N, W)` or state `(S, N, W)` tensor.
 fn select_batch(t: &Tensor, b: usize) -> Tensor {
     let (a, n, w) = (t.shape[0], t.shape[1], t.shape[2]);
@@ -272,7 +319,8 @@ fn assert_alone_matches(model: &Model, b: &InputFile, whole: &Outputs, e: usize,
 }
 
 /// A large batch's input projections computed a few steps ahead inside the time loop (see
-/// `steps_ahead` in src/forward.rs, whose unit test holds these shapes to that path) give the
+/// `steps_ahead` in src/forward.rs, whose unit test holds these shapes to that path; the LSTM's
+/// inside each step, see `projects_in_step`) give the
 /// same bits as each element alone, whose projections are computed all at once: every mode, on
 /// every tier, in both directions, for full sequences (the input projected where it lies; the
 /// reverse direction's steps read it back to front) and for ragged lengths (the gathered

@@ -23,6 +23,12 @@
 //! starts on the blocks still in cache from the previous one (measured on a 2 MiB-L2 Xeon: one
 //! stream of a 512-wide LSTM, 4 MiB of `W_hh`, ~1.4x faster a step; GRU, 3 MiB, ~1.5x).
 //!
+//! The LSTM and GRU steps also come with their step's input projection inside
+//! ([`lstm_input_step_blocks`], [`gru_input_step_blocks`]): each tile first sums `x W_ihᵀ` for
+//! its rows and units, exactly as the input projection does, into a small buffer in L1 (see
+//! [`InTile`]), then `W_hh h` as usual, so the results are the same bits as the projection
+//! followed by the step, without the projection's output going through memory between them.
+//!
 //! Denormals: every state a kernel stores (`h`, `c`, the projection's output) is flushed to
 //! `±0` where it would be denormal ([`crate::denormal`]): on Intel cores a product with a
 //! denormal operand takes a microcode assist (an LSTM step at H256 with a denormal `h` ran ~60x
@@ -203,6 +209,21 @@ trait Epilogue<S: Simd, const G: usize> {
         acc: [[S::V; G]; N],
     );
 
+    /// Runs before the accumulation of the tile of rows `r0..r0 + R` over blocks `j..j + JB`
+    /// (in passes of `GP` gates and `NV` unit vectors; `vectors` of the first block hold real
+    /// units): a kernel that computes part of its inputs per tile does so here (see
+    /// [`InTile`]). Nothing by default.
+    #[inline(always)]
+    fn before_tile<const R: usize, const GP: usize, const NV: usize, const JB: usize>(
+        &mut self,
+        s: S,
+        j: usize,
+        r0: usize,
+        vectors: usize,
+    ) {
+        let _ = (s, j, r0, vectors);
+    }
+
     /// Hints the cache to fetch what [`Epilogue::apply`] will read for row `r`, units
     /// `u..u + n` (`n <= BLOCK`): the inputs of large batches (`xp` of all timesteps, the
     /// state) are far beyond the caches, and their lines would otherwise arrive one miss at a
@@ -265,6 +286,7 @@ fn block_tile<
             }
         }
     }
+    epilogue.before_tile::<R, GP, NV, JB>(s, j, r0, vectors);
     if GP == G && NV * S::LANES >= BLOCK {
         // One pass covers every gate and vector of the blocks: its accumulators go straight
         // to the epilogue, with no stack array of sums between them (the common case; the
@@ -555,24 +577,209 @@ fn single_row<S: Simd, const G: usize, const GP1: usize, const NV1: usize, const
     }
 }
 
+/// Where an epilogue reads its `xp` (the input projection, `x W_ihᵀ + bias`, of its rows):
+/// from a projection done before the step ([`Projected`]), or from the tile's own, computed
+/// just before the tile's `W_hh h` sums ([`InTile`]). `G`: the gates.
+trait XpSource<S: Simd, const G: usize> {
+    /// See [`Epilogue::before_tile`].
+    #[inline(always)]
+    fn before_tile<const R: usize, const GP: usize, const NV: usize, const JB: usize>(
+        &mut self,
+        s: S,
+        j: usize,
+        r0: usize,
+        vectors: usize,
+    ) {
+        let _ = (s, j, r0, vectors);
+    }
+
+    /// `xp` of row `r`, gate `g`, units `u..u + n` (`n <= LANES`; lanes past `n` are
+    /// unspecified unless `FULL`, where `n == LANES`).
+    fn load<const FULL: bool>(&self, s: S, r: usize, g: usize, u: usize, n: usize) -> S::V;
+
+    /// Hints the cache to fetch `xp` of row `r`, units `u..u + n` (every gate).
+    #[inline(always)]
+    fn prefetch(&self, s: S, r: usize, u: usize, n: usize) {
+        let _ = (s, r, u, n);
+    }
+}
+
+/// `xp` projected before the step: `(rows, G * H)`.
+struct Projected<'a> {
+    xp: &'a [f32],
+    /// `H`.
+    h: usize,
+}
+
+impl<S: Simd, const G: usize> XpSource<S, G> for Projected<'_> {
+    #[inline(always)]
+    fn load<const FULL: bool>(&self, s: S, r: usize, g: usize, u: usize, n: usize) -> S::V {
+        let h = self.h;
+        let x = &self.xp[r * G * h..][..G * h];
+        load::<S, FULL>(s, &x[g * h + u..g * h + u + n])
+    }
+
+    #[inline(always)]
+    fn prefetch(&self, s: S, r: usize, u: usize, n: usize) {
+        let h = self.h;
+        let x = &self.xp[r * G * h..][..G * h];
+        for g in 0..G {
+            prefetch_range(s, &x[g * h + u..g * h + u + n]);
+        }
+    }
+}
+
+/// The most rows of a tile ([`run`] allows `R <= 9`), blocks of a single row's group ([`run`]
+/// allows `JB1 <= 8`) and gates: the bounds of [`InTile`]'s `xp`.
+const TILE_ROWS: usize = 9;
+const TILE_BLOCKS: usize = 8;
+const TILE_GATES: usize = 4;
+
+/// `xp` of the current tile's rows and blocks, computed by [`XpSource::before_tile`] from the
+/// step's inputs.
+///
+/// Each element is the input projection's (`crate::matmul`): the sum over `k = 0..I` in
+/// order, one `mul_add` a term from `0`, then `+ bias`; so a kernel reading it gives the same
+/// bits as the projection followed by the kernel reading [`Projected`]. What it saves is
+/// `xp`'s round trip: written for all the rows and steps of a chunk by the projection (a large
+/// batch's is far beyond L2) and read back by the steps; here it stays in L1.
+struct InTile<'a> {
+    /// `W_ih`, packed as `W_hh` is (`G` gates of `H` units, `I` columns).
+    w_ih: &'a PackedMatrix,
+    /// `(G H,)`: the projection's biases.
+    bias: &'a [f32],
+    /// `(rows, I)`: the step's inputs.
+    x: &'a [f32],
+    /// The current tile's first row and first block.
+    tile: (usize, usize),
+    /// The current tile's `xp`: row `r - tile.0`, then block `b` (from `tile.1`), gate `g`,
+    /// unit `u` at `(b * G + g) * BLOCK + u`.
+    xp: [[f32; TILE_BLOCKS * TILE_GATES * BLOCK]; TILE_ROWS],
+}
+
+impl<'a> InTile<'a> {
+    /// The source for a step of `rows` rows of `G` gates of `h` units; checks the shapes.
+    fn new(
+        kernel: &str,
+        (w_ih, bias, x): (&'a PackedMatrix, &'a [f32], &'a [f32]),
+        gates: usize,
+        h: usize,
+        rows: usize,
+    ) -> Self {
+        assert!(gates <= TILE_GATES, "{kernel}: {gates} gates");
+        assert!(
+            w_ih.gates() == gates && w_ih.rows() == h,
+            "{kernel}: W_ih must be packed as {gates} gates of {h} units"
+        );
+        let k = w_ih.cols();
+        assert!(
+            x.len() >= rows * k,
+            "{kernel}: x holds {} < {rows}x{k}",
+            x.len()
+        );
+        assert!(
+            bias.len() >= gates * h,
+            "{kernel}: bias holds {} < {}",
+            bias.len(),
+            gates * h
+        );
+        InTile {
+            w_ih,
+            bias,
+            x,
+            tile: (0, 0),
+            xp: [[0.0; TILE_BLOCKS * TILE_GATES * BLOCK]; TILE_ROWS],
+        }
+    }
+}
+
+impl<S: Simd, const G: usize> XpSource<S, G> for InTile<'_> {
+    #[inline(always)]
+    fn before_tile<const R: usize, const GP: usize, const NV: usize, const JB: usize>(
+        &mut self,
+        s: S,
+        j: usize,
+        r0: usize,
+        vectors: usize,
+    ) {
+        const {
+            assert!(
+                R <= TILE_ROWS && JB <= TILE_BLOCKS && G <= TILE_GATES,
+                "a tile beyond InTile's xp"
+            )
+        };
+        let (h, k) = (self.w_ih.rows(), self.w_ih.cols());
+        let block_len = k * G * BLOCK;
+        let wb = &self.w_ih.data()[j * block_len..(j + JB) * block_len];
+        let mut x: [&[f32]; R] = [&[]; R];
+        for (r, xr) in x.iter_mut().enumerate() {
+            *xr = &self.x[(r0 + r) * k..][..k];
+        }
+        // In the passes of the tile's own sums (the gates and vectors its registers hold).
+        let mut v0 = 0;
+        while v0 < vectors {
+            let mut g0 = 0;
+            while g0 < G {
+                let acc = accumulate::<S, G, GP, R, NV, JB>(s, wb, x, (g0, v0), false);
+                for (r, acc_r) in acc.iter().enumerate() {
+                    for (b, acc_b) in acc_r.iter().enumerate() {
+                        for (g, acc_g) in acc_b.iter().enumerate() {
+                            for (v, &acc_v) in acc_g.iter().enumerate() {
+                                let u = (j + b) * BLOCK + (v0 + v) * S::LANES;
+                                if v0 + v >= MAX_VECTORS || u >= h {
+                                    continue;
+                                }
+                                let at = (g0 + g) * h + u;
+                                let n = S::LANES.min(h - u);
+                                let bias = s.load_partial(&self.bias[at..at + n]);
+                                let o = (b * G + g0 + g) * BLOCK + (v0 + v) * S::LANES;
+                                s.store(s.add(acc_v, bias), &mut self.xp[r][o..]);
+                            }
+                        }
+                    }
+                }
+                g0 += GP;
+            }
+            v0 += NV;
+        }
+        self.tile = (r0, j);
+    }
+
+    #[inline(always)]
+    fn load<const FULL: bool>(&self, s: S, r: usize, g: usize, u: usize, _: usize) -> S::V {
+        let tu = u - self.tile.1 * BLOCK;
+        let (b, v) = (tu / BLOCK, tu % BLOCK);
+        s.load(&self.xp[r - self.tile.0][(b * G + g) * BLOCK + v..])
+    }
+}
+
 /// The LSTM epilogue: `i,f,o = σ(xp + acc)`, `g = tanh(xp + acc)`, `c' = f*c + i*g`,
 /// `h' = o*tanh(c')`.
-struct LstmCell<'a> {
-    /// `(rows, 4H)`.
-    xp: &'a [f32],
+struct LstmCell<'a, X> {
+    /// `xp`, `(rows, 4H)`.
+    xp: X,
     /// `(rows, nu)`.
     c: &'a mut [f32],
     /// `(rows, nu)`.
     h_out: &'a mut [f32],
-    /// `H`.
-    h: usize,
     /// First unit of the call's block range.
     u_begin: usize,
     /// Units of the call's block range.
     nu: usize,
 }
 
-impl<S: Simd> Epilogue<S, 4> for LstmCell<'_> {
+impl<S: Simd, X: XpSource<S, 4>> Epilogue<S, 4> for LstmCell<'_, X> {
+    #[inline(always)]
+    fn before_tile<const R: usize, const GP: usize, const NV: usize, const JB: usize>(
+        &mut self,
+        s: S,
+        j: usize,
+        r0: usize,
+        vectors: usize,
+    ) {
+        self.xp.before_tile::<R, GP, NV, JB>(s, j, r0, vectors);
+    }
+
     #[inline(always)]
     fn apply<const N: usize, const FULL: bool>(
         &mut self,
@@ -583,13 +790,11 @@ impl<S: Simd> Epilogue<S, 4> for LstmCell<'_> {
         acc: [[S::V; 4]; N],
     ) {
         let w = Rows::<S, N>(s);
-        let h = self.h;
         let mut pre = [[s.zero(); N]; 4];
         let mut c = [s.zero(); N];
         for r in 0..N {
-            let x = &self.xp[(r0 + r) * 4 * h..][..4 * h];
             for (g, pre_g) in pre.iter_mut().enumerate() {
-                pre_g[r] = s.add(load::<S, FULL>(s, &x[g * h + u..g * h + u + n]), acc[r][g]);
+                pre_g[r] = s.add(self.xp.load::<FULL>(s, r0 + r, g, u, n), acc[r][g]);
             }
             let at = (r0 + r) * self.nu + (u - self.u_begin);
             c[r] = load::<S, FULL>(s, &self.c[at..at + n]);
@@ -609,11 +814,7 @@ impl<S: Simd> Epilogue<S, 4> for LstmCell<'_> {
 
     #[inline(always)]
     fn prefetch(&self, s: S, r: usize, u: usize, n: usize) {
-        let h = self.h;
-        let x = &self.xp[r * 4 * h..][..4 * h];
-        for g in 0..4 {
-            prefetch_range(s, &x[g * h + u..g * h + u + n]);
-        }
+        self.xp.prefetch(s, r, u, n);
         let at = r * self.nu + (u - self.u_begin);
         prefetch_range(s, &self.c[at..at + n]);
     }
@@ -653,6 +854,48 @@ fn prefetch_range<S: Simd>(s: S, x: &[f32]) {
     }
 }
 
+/// The LSTM step with its cell reading `xp` from `xp` (the checks of the caller done): rows
+/// `rows`, the units of `blocks`, visited in `order`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn lstm_blocks<
+    S: Simd,
+    X: XpSource<S, 4>,
+    const R: usize,
+    const GPR: usize,
+    const NVR: usize,
+    const RB: usize,
+    const GPB: usize,
+    const NVB: usize,
+    const JBR: usize,
+    const GP1: usize,
+    const NV1: usize,
+    const JB1: usize,
+>(
+    s: S,
+    (kernel, xp_len): (&str, Option<usize>),
+    xp: impl FnOnce(usize) -> X,
+    w: &PackedMatrix,
+    h_prev: &[f32],
+    (c, h_out): (&mut [f32], &mut [f32]),
+    rows: usize,
+    blocks: Range<usize>,
+    order: BlockOrder,
+) {
+    let outs = [c.len(), h_out.len()];
+    let units = check_step_blocks(kernel, w, 4, xp_len, h_prev.len(), &outs, rows, &blocks);
+    let mut cell = LstmCell {
+        xp: xp(w.rows()),
+        c,
+        h_out,
+        u_begin: units.start,
+        nu: units.len(),
+    };
+    run::<S, 4, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
+        s, w, blocks, order, h_prev, rows, &mut cell,
+    );
+}
+
 /// LSTM step over `blocks` of `w` (see [`crate::step::LstmStepBlocksFn`] for the contract).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -679,35 +922,65 @@ pub(crate) fn lstm_step_blocks<
     blocks: Range<usize>,
     order: BlockOrder,
 ) {
-    let outs = [c.len(), h_out.len()];
-    let units = check_step_blocks(
-        "lstm_step",
+    lstm_blocks::<S, Projected, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
+        s,
+        ("lstm_step", Some(xp.len())),
+        |h| Projected { xp, h },
         w,
-        4,
-        Some(xp.len()),
-        h_prev.len(),
-        &outs,
+        h_prev,
+        (c, h_out),
         rows,
-        &blocks,
+        blocks,
+        order,
     );
-    let mut cell = LstmCell {
-        xp,
-        c,
-        h_out,
-        h: w.rows(),
-        u_begin: units.start,
-        nu: units.len(),
-    };
-    run::<S, 4, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
-        s, w, blocks, order, h_prev, rows, &mut cell,
+}
+
+/// LSTM step over `blocks` of `w` with the input projection of the step's rows done per tile
+/// (see [`crate::step::LstmInputStepBlocksFn`] for the contract, [`InTile`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn lstm_input_step_blocks<
+    S: Simd,
+    const R: usize,
+    const GPR: usize,
+    const NVR: usize,
+    const RB: usize,
+    const GPB: usize,
+    const NVB: usize,
+    const JBR: usize,
+    const GP1: usize,
+    const NV1: usize,
+    const JB1: usize,
+>(
+    s: S,
+    input: (&PackedMatrix, &[f32], &[f32]),
+    w: &PackedMatrix,
+    h_prev: &[f32],
+    c: &mut [f32],
+    h_out: &mut [f32],
+    rows: usize,
+    blocks: Range<usize>,
+    order: BlockOrder,
+) {
+    const KERNEL: &str = "lstm_input_step";
+    lstm_blocks::<S, InTile, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
+        s,
+        (KERNEL, None),
+        |h| InTile::new(KERNEL, input, 4, h, rows),
+        w,
+        h_prev,
+        (c, h_out),
+        rows,
+        blocks,
+        order,
     );
 }
 
 /// The GRU epilogue: `r,z = σ(xp + acc)`, `n = tanh(xp_n + r*(acc_n + b_hn))`,
 /// `h' = (1-z)*n + z*h`.
-struct GruCell<'a> {
-    /// `(rows, 3H)`.
-    xp: &'a [f32],
+struct GruCell<'a, X> {
+    /// `xp`, `(rows, 3H)`.
+    xp: X,
     /// `(H)`.
     b_hn: &'a [f32],
     /// `(rows, H)`.
@@ -722,7 +995,18 @@ struct GruCell<'a> {
     nu: usize,
 }
 
-impl<S: Simd> Epilogue<S, 3> for GruCell<'_> {
+impl<S: Simd, X: XpSource<S, 3>> Epilogue<S, 3> for GruCell<'_, X> {
+    #[inline(always)]
+    fn before_tile<const R: usize, const GP: usize, const NV: usize, const JB: usize>(
+        &mut self,
+        s: S,
+        j: usize,
+        r0: usize,
+        vectors: usize,
+    ) {
+        self.xp.before_tile::<R, GP, NV, JB>(s, j, r0, vectors);
+    }
+
     #[inline(always)]
     fn apply<const N: usize, const FULL: bool>(
         &mut self,
@@ -742,11 +1026,10 @@ impl<S: Simd> Epilogue<S, 3> for GruCell<'_> {
             [s.zero(); N],
         );
         for r in 0..N {
-            let x = &self.xp[(r0 + r) * 3 * h..][..3 * h];
-            pr[r] = s.add(load::<S, FULL>(s, &x[u..u + n]), acc[r][0]);
-            pz[r] = s.add(load::<S, FULL>(s, &x[h + u..h + u + n]), acc[r][1]);
+            pr[r] = s.add(self.xp.load::<FULL>(s, r0 + r, 0, u, n), acc[r][0]);
+            pz[r] = s.add(self.xp.load::<FULL>(s, r0 + r, 1, u, n), acc[r][1]);
             hn[r] = s.add(acc[r][2], load::<S, FULL>(s, &self.b_hn[u..u + n]));
-            xn[r] = load::<S, FULL>(s, &x[2 * h + u..2 * h + u + n]);
+            xn[r] = self.xp.load::<FULL>(s, r0 + r, 2, u, n);
             hp[r] = load::<S, FULL>(s, &self.h_prev[(r0 + r) * h + u..(r0 + r) * h + u + n]);
         }
         let rg = sigmoid(w, pr);
@@ -762,12 +1045,56 @@ impl<S: Simd> Epilogue<S, 3> for GruCell<'_> {
     #[inline(always)]
     fn prefetch(&self, s: S, r: usize, u: usize, n: usize) {
         let h = self.h;
-        let x = &self.xp[r * 3 * h..][..3 * h];
-        for g in 0..3 {
-            prefetch_range(s, &x[g * h + u..g * h + u + n]);
-        }
+        self.xp.prefetch(s, r, u, n);
         prefetch_range(s, &self.h_prev[r * h + u..r * h + u + n]);
     }
+}
+
+/// The GRU step with its cell reading `xp` from `xp` (the checks of the caller done): rows
+/// `rows`, the units of `blocks`, visited in `order`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn gru_blocks<
+    S: Simd,
+    X: XpSource<S, 3>,
+    const R: usize,
+    const GPR: usize,
+    const NVR: usize,
+    const RB: usize,
+    const GPB: usize,
+    const NVB: usize,
+    const JBR: usize,
+    const GP1: usize,
+    const NV1: usize,
+    const JB1: usize,
+>(
+    s: S,
+    (kernel, xp_len): (&str, Option<usize>),
+    xp: impl FnOnce(usize) -> X,
+    (w, b_hn): (&PackedMatrix, &[f32]),
+    h_prev: &[f32],
+    h_out: &mut [f32],
+    rows: usize,
+    blocks: Range<usize>,
+    order: BlockOrder,
+) {
+    assert_eq!(w.rows(), w.cols(), "{kernel} needs a square W_hh per gate");
+    let outs = [h_out.len()];
+    let units = check_step_blocks(kernel, w, 3, xp_len, h_prev.len(), &outs, rows, &blocks);
+    let h = w.rows();
+    assert!(b_hn.len() >= h, "{kernel}: b_hn holds {} < {h}", b_hn.len());
+    let mut cell = GruCell {
+        xp: xp(h),
+        b_hn,
+        h_prev,
+        h_out,
+        h,
+        u_begin: units.start,
+        nu: units.len(),
+    };
+    run::<S, 3, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
+        s, w, blocks, order, h_prev, rows, &mut cell,
+    );
 }
 
 /// GRU step over `blocks` of `w` (see [`crate::step::GruStepBlocksFn`] for the contract).
@@ -796,31 +1123,56 @@ pub(crate) fn gru_step_blocks<
     blocks: Range<usize>,
     order: BlockOrder,
 ) {
-    assert_eq!(w.rows(), w.cols(), "gru_step needs a square W_hh per gate");
-    let outs = [h_out.len()];
-    let units = check_step_blocks(
-        "gru_step",
-        w,
-        3,
-        Some(xp.len()),
-        h_prev.len(),
-        &outs,
-        rows,
-        &blocks,
-    );
-    let h = w.rows();
-    assert!(b_hn.len() >= h, "gru_step: b_hn holds {} < {h}", b_hn.len());
-    let mut cell = GruCell {
-        xp,
-        b_hn,
+    gru_blocks::<S, Projected, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
+        s,
+        ("gru_step", Some(xp.len())),
+        |h| Projected { xp, h },
+        (w, b_hn),
         h_prev,
         h_out,
-        h,
-        u_begin: units.start,
-        nu: units.len(),
-    };
-    run::<S, 3, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
-        s, w, blocks, order, h_prev, rows, &mut cell,
+        rows,
+        blocks,
+        order,
+    );
+}
+
+/// GRU step over `blocks` of `w` with the input projection of the step's rows done per tile
+/// (see [`crate::step::GruInputStepBlocksFn`] for the contract, [`InTile`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn gru_input_step_blocks<
+    S: Simd,
+    const R: usize,
+    const GPR: usize,
+    const NVR: usize,
+    const RB: usize,
+    const GPB: usize,
+    const NVB: usize,
+    const JBR: usize,
+    const GP1: usize,
+    const NV1: usize,
+    const JB1: usize,
+>(
+    s: S,
+    input: (&PackedMatrix, &[f32], &[f32]),
+    (w, b_hn): (&PackedMatrix, &[f32]),
+    h_prev: &[f32],
+    h_out: &mut [f32],
+    rows: usize,
+    blocks: Range<usize>,
+    order: BlockOrder,
+) {
+    const KERNEL: &str = "gru_input_step";
+    gru_blocks::<S, InTile, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
+        s,
+        (KERNEL, None),
+        |h| InTile::new(KERNEL, input, 3, h, rows),
+        (w, b_hn),
+        h_prev,
+        h_out,
+        rows,
+        blocks,
+        order,
     );
 }
 

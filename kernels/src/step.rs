@@ -134,12 +134,43 @@ pub type LstmStepBlocksFn = fn(
     order: BlockOrder,
 );
 
+/// [`LstmStepBlocksFn`] with the step's input projection done inside the kernel: instead of
+/// `xp`, the step's input rows `x` `(rows, I)`, `W_ih` packed as `W_hh` is (4 gates of `H`
+/// units, `I` columns: `PackedMatrix::pack(w_ih, 4, H, I)`) and the projection's biases
+/// `(4H,)`. The results are the same bits as [`InputProjectionFn`] (with `W_ih` packed plain)
+/// followed by [`LstmStepBlocksFn`]; what differs is where `xp` lives (see the module docs).
+pub type LstmInputStepBlocksFn = fn(
+    input: (&PackedMatrix, &[f32], &[f32]),
+    w_hh: &PackedMatrix,
+    h_prev: &[f32],
+    c: &mut [f32],
+    h_out: &mut [f32],
+    rows: usize,
+    blocks: Range<usize>,
+    order: BlockOrder,
+);
+
 /// [`GruStepFn`] for the units of `blocks` only, visited in `order`; `h_out` is `(rows, nu)`
 /// (see the module docs).
 pub type GruStepBlocksFn = fn(
     w_hh: &PackedMatrix,
     b_hn: &[f32],
     xp: &[f32],
+    h_prev: &[f32],
+    h_out: &mut [f32],
+    rows: usize,
+    blocks: Range<usize>,
+    order: BlockOrder,
+);
+
+/// [`GruStepBlocksFn`] with the step's input projection done inside the kernel, as
+/// [`LstmInputStepBlocksFn`] does: `W_ih` packed as `W_hh` is (3 gates of `H` units, `I`
+/// columns) and the projection's biases `(3H,)` (`b_ih + b_hh` for `r` and `z`, `b_in` for
+/// `n`). The same bits as [`InputProjectionFn`] followed by [`GruStepBlocksFn`].
+pub type GruInputStepBlocksFn = fn(
+    input: (&PackedMatrix, &[f32], &[f32]),
+    w_hh: &PackedMatrix,
+    b_hn: &[f32],
     h_prev: &[f32],
     h_out: &mut [f32],
     rows: usize,
@@ -216,8 +247,12 @@ pub struct Kernels {
     pub project: ProjectFn,
     /// See [`LstmStepBlocksFn`].
     pub lstm_step_blocks: LstmStepBlocksFn,
+    /// See [`LstmInputStepBlocksFn`].
+    pub lstm_input_step_blocks: LstmInputStepBlocksFn,
     /// See [`GruStepBlocksFn`].
     pub gru_step_blocks: GruStepBlocksFn,
+    /// See [`GruInputStepBlocksFn`].
+    pub gru_input_step_blocks: GruInputStepBlocksFn,
     /// See [`RnnStepBlocksFn`].
     pub rnn_step_blocks: RnnStepBlocksFn,
     /// See [`RnnStepsFn`].

@@ -86,6 +86,24 @@ macro_rules! tier {
                 )
             }
 
+            #[allow(clippy::too_many_arguments)]
+            $(#[$tf])*
+            fn lstm_input_tf(
+                s: $tok,
+                input: (&PackedMatrix, &[f32], &[f32]),
+                w: &PackedMatrix,
+                h_prev: &[f32],
+                c: &mut [f32],
+                h_out: &mut [f32],
+                rows: usize,
+                blocks: Range<usize>,
+                order: BlockOrder,
+            ) {
+                fused::lstm_input_step_blocks::<$tok, $lr, $lgr, $lnvr, $lrb, $lgb, $lnvb, $ljbr, $lg1, $lnv1, $ljb>(
+                    s, input, w, h_prev, c, h_out, rows, blocks, order,
+                )
+            }
+
             $(#[$tf])*
             fn gru_tf(
                 s: $tok,
@@ -100,6 +118,24 @@ macro_rules! tier {
             ) {
                 fused::gru_step_blocks::<$tok, $gr, $ggr, $gnvr, $grb, $ggb, $gnvb, $gjbr, $gg1, $gnv1, $gjb>(
                     s, w, b_hn, xp, h_prev, h_out, rows, blocks, order,
+                )
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            $(#[$tf])*
+            fn gru_input_tf(
+                s: $tok,
+                input: (&PackedMatrix, &[f32], &[f32]),
+                w: &PackedMatrix,
+                b_hn: &[f32],
+                h_prev: &[f32],
+                h_out: &mut [f32],
+                rows: usize,
+                blocks: Range<usize>,
+                order: BlockOrder,
+            ) {
+                fused::gru_input_step_blocks::<$tok, $gr, $ggr, $gnvr, $grb, $ggb, $gnvb, $gjbr, $gg1, $gnv1, $gjb>(
+                    s, input, (w, b_hn), h_prev, h_out, rows, blocks, order,
                 )
             }
 
@@ -210,6 +246,22 @@ macro_rules! tier {
                 unsafe { lstm_tf(s, w, xp, h_prev, c, h_out, rows, blocks, order) }
             }
 
+            #[allow(clippy::too_many_arguments)]
+            fn lstm_input_step_blocks(
+                input: (&PackedMatrix, &[f32], &[f32]),
+                w: &PackedMatrix,
+                h_prev: &[f32],
+                c: &mut [f32],
+                h_out: &mut [f32],
+                rows: usize,
+                blocks: Range<usize>,
+                order: BlockOrder,
+            ) {
+                let s = token();
+                // SAFETY: `s` exists, so the CPU has the features `lstm_input_tf` enables.
+                unsafe { lstm_input_tf(s, input, w, h_prev, c, h_out, rows, blocks, order) }
+            }
+
             fn gru_step_blocks(
                 w: &PackedMatrix,
                 b_hn: &[f32],
@@ -223,6 +275,22 @@ macro_rules! tier {
                 let s = token();
                 // SAFETY: `s` exists, so the CPU has the features `gru_tf` enables.
                 unsafe { gru_tf(s, w, b_hn, xp, h_prev, h_out, rows, blocks, order) }
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            fn gru_input_step_blocks(
+                input: (&PackedMatrix, &[f32], &[f32]),
+                w: &PackedMatrix,
+                b_hn: &[f32],
+                h_prev: &[f32],
+                h_out: &mut [f32],
+                rows: usize,
+                blocks: Range<usize>,
+                order: BlockOrder,
+            ) {
+                let s = token();
+                // SAFETY: `s` exists, so the CPU has the features `gru_input_tf` enables.
+                unsafe { gru_input_tf(s, input, w, b_hn, h_prev, h_out, rows, blocks, order) }
             }
 
             fn rnn_step_blocks(
@@ -340,7 +408,9 @@ macro_rules! tier {
                 rnn_step,
                 project,
                 lstm_step_blocks,
+                lstm_input_step_blocks,
                 gru_step_blocks,
+                gru_input_step_blocks,
                 rnn_step_blocks,
                 rnn_steps,
                 project_blocks,

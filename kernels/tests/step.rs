@@ -417,12 +417,159 @@ proptest! {
         }
     }
 
+    /// The LSTM and GRU steps that project their own inputs give the bits of the input
+    /// projection followed by the step, on every tier, for any rows, block range and order
+    /// (inputs straddling the projection's `k` chunks of 1024 too), a NaN input row included.
+    #[test]
+    fn input_steps_are_the_projection_then_the_step(
+        c in case(false),
+        i in prop_oneof![4 => 1usize..=70, 1 => prop::sample::select(vec![1023usize, 1024, 1030])],
+        split in 0usize..=5,
+        reverse in any::<bool>(),
+        nan_row in 0usize..12,
+    ) {
+        for (tier, k) in common::tiers() {
+            input_step_check(tier, k, &c, i, split, reverse, nan_row);
+        }
+    }
+
     /// A row's result is the same bits whether it runs alone, in a row tile with others, or in
     /// any block range; a NaN in one row leaves the others untouched.
     #[test]
     fn rows_and_block_splits_are_bit_identical(c in case(true), split in 0usize..=5, nan_row in 0usize..9) {
         for (tier, k) in common::tiers() {
             bit_identity(tier, k, &c, split, nan_row);
+        }
+    }
+}
+
+fn input_step_check(
+    tier: &str,
+    k: &Kernels,
+    c: &Case,
+    i: usize,
+    split: usize,
+    reverse: bool,
+    nan_row: usize,
+) {
+    let (h, kk, rows) = (c.h, c.k, c.rows);
+    let mut rng = Rng(c.seed);
+    let w_ih = rng.vec(4 * h * i, c.w_scale / (i as f32).sqrt().max(1.0) * 2.0);
+    let bias = rng.vec(4 * h, c.x_scale);
+    let mut x = rng.vec(rows * i, c.x_scale);
+    if nan_row < rows {
+        x[nan_row * i] = f32::NAN;
+    }
+    let w_hh = PackedMatrix::pack(&rng.vec(4 * h * kk, c.w_scale / 4.0), 4, h, kk);
+    let h_prev = rng.vec(rows * kk, c.x_scale);
+    let c0 = rng.vec(rows * h, c.x_scale);
+    let order = if reverse {
+        BlockOrder::Descending
+    } else {
+        BlockOrder::Ascending
+    };
+    let nb = w_hh.blocks();
+    let blocks = split.min(nb)..nb;
+    let units = block_units(&w_hh, blocks.clone());
+    let nu = units.len();
+    let c_in: Vec<f32> = (0..rows)
+        .flat_map(|r| c0[r * h..][..h][units.clone()].to_vec())
+        .collect();
+
+    let mut xp = vec![0.0; rows * 4 * h];
+    (k.input_projection)(
+        &PackedMatrix::pack(&w_ih, 1, 4 * h, i),
+        &bias,
+        &x,
+        &mut xp,
+        rows,
+    );
+    let (mut c_want, mut h_want) = (c_in.clone(), vec![0.0; rows * nu]);
+    (k.lstm_step_blocks)(
+        &w_hh,
+        &xp,
+        &h_prev,
+        &mut c_want,
+        &mut h_want,
+        rows,
+        blocks.clone(),
+        order,
+    );
+
+    let w_ih_gates = PackedMatrix::pack(&w_ih, 4, h, i);
+    let (mut c_got, mut h_got) = (c_in, vec![0.0; rows * nu]);
+    (k.lstm_input_step_blocks)(
+        (&w_ih_gates, &bias, &x),
+        &w_hh,
+        &h_prev,
+        &mut c_got,
+        &mut h_got,
+        rows,
+        blocks,
+        order,
+    );
+    assert_eq!(
+        bits(&h_got),
+        bits(&h_want),
+        "[{tier}] lstm h, I {i} ({c:?})"
+    );
+    assert_eq!(
+        bits(&c_got),
+        bits(&c_want),
+        "[{tier}] lstm c, I {i} ({c:?})"
+    );
+    assert_nan_stays(tier, "lstm", &h_got, nu, nan_row, c);
+
+    // The GRU (square `W_hh`, `xp`'s n gate apart from `r * (W_hn h + b_hn)`).
+    let w_ih = rng.vec(3 * h * i, c.w_scale / (i as f32).sqrt().max(1.0) * 2.0);
+    let bias = rng.vec(3 * h, c.x_scale);
+    let b_hn = rng.vec(h, c.x_scale);
+    let w_hh = PackedMatrix::pack(&rng.vec(3 * h * h, c.w_scale / 4.0), 3, h, h);
+    let h_prev = rng.vec(rows * h, c.x_scale);
+    let blocks = split.min(nb)..nb;
+    let mut xp = vec![0.0; rows * 3 * h];
+    (k.input_projection)(
+        &PackedMatrix::pack(&w_ih, 1, 3 * h, i),
+        &bias,
+        &x,
+        &mut xp,
+        rows,
+    );
+    let mut h_want = vec![0.0; rows * nu];
+    (k.gru_step_blocks)(
+        &w_hh,
+        &b_hn,
+        &xp,
+        &h_prev,
+        &mut h_want,
+        rows,
+        blocks.clone(),
+        order,
+    );
+    let w_ih_gates = PackedMatrix::pack(&w_ih, 3, h, i);
+    let mut h_got = vec![0.0; rows * nu];
+    (k.gru_input_step_blocks)(
+        (&w_ih_gates, &bias, &x),
+        &w_hh,
+        &b_hn,
+        &h_prev,
+        &mut h_got,
+        rows,
+        blocks,
+        order,
+    );
+    assert_eq!(bits(&h_got), bits(&h_want), "[{tier}] gru h, I {i} ({c:?})");
+    assert_nan_stays(tier, "gru", &h_got, nu, nan_row, c);
+}
+
+/// A NaN put in row `nan_row`'s input reached no other row of `h` (`(rows, nu)`).
+fn assert_nan_stays(tier: &str, what: &str, h: &[f32], nu: usize, nan_row: usize, c: &Case) {
+    for (r, row) in h.chunks(nu.max(1)).enumerate() {
+        if r != nan_row {
+            assert!(
+                row.iter().all(|v| !v.is_nan()),
+                "[{tier}] {what}: NaN in row {nan_row} reached row {r} ({c:?})"
+            );
         }
     }
 }
