@@ -1124,11 +1124,7 @@ const IN_STEP_ROWS: usize = 16;
 /// as the projection and the step, so the choice changes no result; what it saves is `xp`'s
 /// trip through memory (or L2) between the two.
 fn projects_in_step(w: &DirectionWeights, split: usize, rows: usize) -> bool {
-    matches!(w.w_hh.gates(), 3 | 4)
-        && w.w_hr.is_none()
-        && w.w_ih.cols() > 0
-        && split == 1
-        && rows >= IN_STEP_ROWS
+    w.w_ih_gates.is_some() && w.w_ih.cols() > 0 && split == 1 && rows >= IN_STEP_ROWS
 }
 
 /// L2 bytes assumed where the machine does not say (`l2_bytes`).
@@ -1279,9 +1275,8 @@ fn run_steps(
         }
         return;
     }
-    if ahead == usize::MAX {
+    if let (usize::MAX, Some(w_ih)) = (ahead, &w.w_ih_gates) {
         // Each step projects its own inputs (see `projects_in_step`).
-        let w_ih = w.w_ih_gates();
         let blocks = 0..w.w_hh.blocks();
         for StepRows { s, active, at } in step_rows(plan, order) {
             let mine = src_rows.of(at..at + active);

@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
-use std::sync::OnceLock;
 
 use recur_kernels::denormal::flush;
 use recur_kernels::{kernels_for, Isa, Kernels, PackedMatrix, BLOCK};
@@ -31,9 +30,11 @@ pub(crate) struct DirectionWeights {
     pub w_hr: Option<Projection>,
     /// `RNN_RELU`: the plain RNN cell's nonlinearity is relu, not tanh.
     pub relu: bool,
-    /// `W_ih` packed as `W_hh` is, by gates (an LSTM's, for the step kernel that projects its
-    /// own inputs): packed on first use, so only a model that serves large batches holds it.
-    pub w_ih_gates: OnceLock<PackedMatrix>,
+    /// `W_ih` packed as `W_hh` is, by gates, for the step kernels that project their own
+    /// inputs (an LSTM without projection, a GRU; `None` otherwise). Packed at load, so that
+    /// no call allocates it (`Model::call_bytes` is what a call allocates); it holds `W_ih`
+    /// a second time.
+    pub w_ih_gates: Option<PackedMatrix>,
 }
 
 /// A loaded recurrent module, immutable and `Send + Sync`: share it (`Arc<Model>`) across
@@ -131,14 +132,6 @@ impl Projection {
 }
 
 impl DirectionWeights {
-    /// [`DirectionWeights::w_ih_gates`], packed now if this is its first use.
-    pub fn w_ih_gates(&self) -> &PackedMatrix {
-        self.w_ih_gates.get_or_init(|| {
-            let (g, h) = (self.w_hh.gates(), self.w_hh.rows());
-            PackedMatrix::pack(&self.w_ih.unpack(), g, h, self.w_ih.cols())
-        })
-    }
-
     /// The plain RNN cell's nonlinearity.
     pub fn activation(&self) -> recur_kernels::Activation {
         if self.relu {
@@ -286,6 +279,7 @@ fn pack_direction(config: &Config, t: &StateDict, layer: usize, dir: usize) -> D
         w_hr: (config.proj_size > 0)
             .then(|| Projection::pack(get("weight_hr"), config.proj_size, h)),
         relu: config.mode == Mode::RnnRelu,
-        w_ih_gates: OnceLock::new(),
+        w_ih_gates: (matches!(config.mode, Mode::Lstm | Mode::Gru) && config.proj_size == 0)
+            .then(|| PackedMatrix::pack(get("weight_ih"), g, h, config.layer_input_size(layer))),
     }
 }
