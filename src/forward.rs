@@ -1113,7 +1113,7 @@ fn steps_ahead(w_ih: &PackedMatrix, split: usize, rows: usize, n_rows: usize, l2
     (l2 / (rows * gh * 4)).max(1)
 }
 
-/// The fewest rows of a chunk whose LSTM steps project their own inputs (see
+/// The fewest rows of a chunk whose LSTM or GRU steps project their own inputs (see
 /// [`projects_in_step`]).
 const IN_STEP_ROWS: usize = 16;
 
@@ -1243,7 +1243,9 @@ fn scanned<'a>(kernels: &Kernels, src: &'a [f32], scan: bool, scratch: &'a mut [
 ///
 /// With `ahead > 0`, the input projections of every `ahead` steps are computed from `src` (the
 /// chunk's inputs, their rows where `src_rows` says) just before the first of them, into the
-/// start of `ch.xp` (see [`steps_ahead`]); with `0`, `ch.xp` holds them all already. With
+/// start of `ch.xp` (see [`steps_ahead`]); with `0`, `ch.xp` holds them all already; with
+/// `usize::MAX`, each step's kernel projects its rows of `src` itself (see
+/// [`projects_in_step`]). With
 /// `scan`, `src` is the caller's input, and each group's rows are scanned for denormals just
 /// before their projection (which then finds them in cache), flushed into `ch.x` where they
 /// hold any.
@@ -1275,36 +1277,8 @@ fn run_steps(
         }
         return;
     }
-    if let (usize::MAX, Some(w_ih)) = (ahead, &w.w_ih_gates) {
-        // Each step projects its own inputs (see `projects_in_step`).
-        let blocks = 0..w.w_hh.blocks();
-        for StepRows { s, active, at } in step_rows(plan, order) {
-            let mine = src_rows.of(at..at + active);
-            let x = scanned(
-                kernels,
-                &src[mine.start * in_size..mine.end * in_size],
-                scan,
-                ch.x,
-            );
-            let (done, rest) = ch.y.split_at_mut(s * rows * h);
-            let h_prev: &[f32] = match s {
-                0 => &ch.h_init[..active * h],
-                _ => &done[(s - 1) * rows * h..][..active * h],
-            };
-            let h_next = &mut rest[..active * h];
-            let input = (w_ih, &w.bias_x[..], x);
-            let (b, bo) = (blocks.clone(), BlockOrder::for_step(s));
-            if g == 4 {
-                let c = &mut *ch.c;
-                (kernels.lstm_input_step_blocks)(input, &w.w_hh, h_prev, c, h_next, active, b, bo);
-            } else {
-                let (w_hh, b_hn) = (&w.w_hh, &w.b_hn[..]);
-                (kernels.gru_input_step_blocks)(input, w_hh, b_hn, h_prev, h_next, active, b, bo);
-            }
-            keep_final(plan, order, s, active, h, h_next, ch.h_n);
-        }
-        return;
-    }
+    // Each step projects its own inputs (see `projects_in_step`).
+    let in_step = w.w_ih_gates.as_ref().filter(|_| ahead == usize::MAX);
     // Projecting ahead: the input rows of the group of steps in `ch.xp`, from its start (a
     // buffer reused by every group stays in cache); all of them when projected at once.
     let mut group = if ahead > 0 { 0..0 } else { 0..usize::MAX };
@@ -1312,7 +1286,7 @@ fn run_steps(
     let mut group_steps = step_rows(plan, order);
     for StepRows { s, active, at } in step_rows(plan, order) {
         let mine = src_rows.of(at..at + active);
-        if !group.contains(&mine.start) {
+        if in_step.is_none() && !group.contains(&mine.start) {
             // The rows of steps `s..s + ahead` follow each other in loop order, and in the
             // input too.
             let end = group_steps
@@ -1326,8 +1300,6 @@ fn run_steps(
             let xp = &mut ch.xp[..group.len() * gh];
             project_inputs(kernels, w, group_src, xp, group.len(), 1);
         }
-        let first = mine.start - group.start;
-        let xp = &ch.xp[first * gh..(first + active) * gh];
         // The step writes its new state straight into its output rows, and reads the previous
         // step's from theirs (its running rows are a prefix of the previous step's).
         let (done, rest) = ch.y.split_at_mut(s * rows * h_out);
@@ -1338,24 +1310,40 @@ fn run_steps(
         let h_next = &mut rest[..active * h_out];
         // Alternate the block order, so each step starts on the weights still in cache.
         let bo = BlockOrder::for_step(s);
-        match &w.w_hr {
-            Some(proj) => {
-                let bufs = (&mut *ch.c, &mut *ch.h_full, &mut *ch.parts);
-                let n = proj.groups();
-                projected_groups(kernels, w, proj, xp, h_prev, bufs, (rows, active), 0..n, bo);
-                sum_groups(ch.parts, rows * h_out, n, h_next);
+        if let Some(w_ih) = in_step {
+            let rows_in = &src[mine.start * in_size..mine.end * in_size];
+            let input = (w_ih, &w.bias_x[..], scanned(kernels, rows_in, scan, ch.x));
+            let b = blocks.clone();
+            if g == 4 {
+                let c = &mut *ch.c;
+                (kernels.lstm_input_step_blocks)(input, &w.w_hh, h_prev, c, h_next, active, b, bo);
+            } else {
+                let (w_hh, b_hn) = (&w.w_hh, &w.b_hn[..]);
+                (kernels.gru_input_step_blocks)(input, w_hh, b_hn, h_prev, h_next, active, b, bo);
             }
-            None => cell_step(
-                kernels,
-                w,
-                xp,
-                h_prev,
-                ch.c,
-                h_next,
-                active,
-                blocks.clone(),
-                bo,
-            ),
+        } else {
+            let first = mine.start - group.start;
+            let xp = &ch.xp[first * gh..(first + active) * gh];
+            match &w.w_hr {
+                Some(proj) => {
+                    let bufs = (&mut *ch.c, &mut *ch.h_full, &mut *ch.parts);
+                    let n = proj.groups();
+                    let rs = (rows, active);
+                    projected_groups(kernels, w, proj, xp, h_prev, bufs, rs, 0..n, bo);
+                    sum_groups(ch.parts, rows * h_out, n, h_next);
+                }
+                None => cell_step(
+                    kernels,
+                    w,
+                    xp,
+                    h_prev,
+                    ch.c,
+                    h_next,
+                    active,
+                    blocks.clone(),
+                    bo,
+                ),
+            }
         }
         keep_final(plan, order, s, active, h_out, h_next, ch.h_n);
     }
