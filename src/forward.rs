@@ -945,16 +945,19 @@ fn run_chunk(
         (&std::mem::take(&mut ch.x)[..n_rows * in_size], n_rows)
     };
     let src_rows = SrcRows((in_place && reverse).then_some(n_rows));
-    // Steps of inputs projected at a time: 0 for all at once, `usize::MAX` for each step's
-    // inside its step kernel (`projects_in_step`).
-    let ahead = if projects_in_step(w, plan.split, rows) {
-        usize::MAX
-    } else {
-        steps_ahead(&w.w_ih, plan.split, rows, n_rows, l2_bytes())
+    // `W_ih` by gates where each step's kernel projects its own inputs (`projects_in_step`);
+    // otherwise the steps of inputs projected at a time, 0 for all at once.
+    let in_step = w
+        .w_ih_gates
+        .as_ref()
+        .filter(|_| projects_in_step(w, plan.split, rows));
+    let ahead = match in_step {
+        Some(_) => 0,
+        None => steps_ahead(&w.w_ih, plan.split, rows, n_rows, l2_bytes()),
     };
     // Whether the projection's inputs still need their scan for denormals.
     let scan = raw && in_place;
-    if ahead == 0 {
+    if in_step.is_none() && ahead == 0 {
         let src = scanned(kernels, src, scan, ch.x);
         project_inputs(kernels, w, src, ch.xp, n_rows, plan.split);
     }
@@ -985,7 +988,7 @@ fn run_chunk(
     if plan.split > 1 {
         run_steps_split(kernels, w, plan, ch, src_rows, plan.split);
     } else {
-        run_steps(kernels, w, plan, ch, src_rows, (src, ahead, scan));
+        run_steps(kernels, w, plan, ch, src_rows, (src, ahead, scan), in_step);
     }
     if let Some(proj) = grouped {
         regroup(proj, rows, ch.c, ch.h_full, false);
@@ -1243,9 +1246,9 @@ fn scanned<'a>(kernels: &Kernels, src: &'a [f32], scan: bool, scratch: &'a mut [
 ///
 /// With `ahead > 0`, the input projections of every `ahead` steps are computed from `src` (the
 /// chunk's inputs, their rows where `src_rows` says) just before the first of them, into the
-/// start of `ch.xp` (see [`steps_ahead`]); with `0`, `ch.xp` holds them all already; with
-/// `usize::MAX`, each step's kernel projects its rows of `src` itself (see
-/// [`projects_in_step`]). With
+/// start of `ch.xp` (see [`steps_ahead`]); with `0`, `ch.xp` holds them all already. With
+/// `in_step` (`W_ih` packed by gates), each step's kernel projects its rows of `src` itself
+/// instead, and `ahead` is not used (see [`projects_in_step`]). With
 /// `scan`, `src` is the caller's input, and each group's rows are scanned for denormals just
 /// before their projection (which then finds them in cache), flushed into `ch.x` where they
 /// hold any.
@@ -1256,6 +1259,7 @@ fn run_steps(
     ch: &mut Chunk<'_>,
     src_rows: SrcRows,
     (src, ahead, scan): (&[f32], usize, bool),
+    in_step: Option<&PackedMatrix>,
 ) {
     let rows = ch.rows;
     let (g, h) = (w.w_hh.gates(), w.w_hh.rows());
@@ -1264,7 +1268,7 @@ fn run_steps(
     let in_size = w.w_ih.cols();
     let order = &plan.order[ch.row0..ch.row0 + rows];
     let blocks = 0..w.w_hh.blocks();
-    if g == 1 && rows == 1 && ahead == 0 && src_rows.0.is_none() {
+    if g == 1 && rows == 1 && ahead == 0 && in_step.is_none() && src_rows.0.is_none() {
         // One row of a plain RNN, its inputs projected at once in loop order: every step in
         // one kernel call (the same bits), without a call's dispatch and checks and this
         // loop's bookkeeping per step, a tenth of a tiny layer's ~130 ns step.
@@ -1277,8 +1281,6 @@ fn run_steps(
         }
         return;
     }
-    // Each step projects its own inputs (see `projects_in_step`).
-    let in_step = w.w_ih_gates.as_ref().filter(|_| ahead == usize::MAX);
     // Projecting ahead: the input rows of the group of steps in `ch.xp`, from its start (a
     // buffer reused by every group stays in cache); all of them when projected at once.
     let mut group = if ahead > 0 { 0..0 } else { 0..usize::MAX };
