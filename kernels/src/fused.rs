@@ -497,17 +497,27 @@ fn run<
             "gate passes must divide G, block groups be 1, 2, 4 or 8 blocks, JBR <= JB1"
         )
     };
-    let groups = block_groups(&blocks, JB1);
     if rows == 1 {
         // The latency-bound case (one stream's step), on its own: with the row tiles' setup
         // in the same path, LLVM computed all of it first (~200 cycles of a 64-unit RNN step's
-        // ~680 on the AVX-512 Xeon; this path alone: ~500).
+        // ~680 on the AVX-512 Xeon; this path alone: ~500). An LSTM's blocks one at a time
+        // where the CPU streams fewer panels faster (see `crate::tuning`).
+        let jb1 = if G >= crate::tuning::ONE_BLOCK_MIN_GATES
+            && JB1 > 1
+            && crate::tuning::single_row_one_block()
+        {
+            1
+        } else {
+            JB1
+        };
+        let groups = block_groups(&blocks, jb1);
         for i in 0..groups {
-            let group = block_group(&blocks, JB1, order.visit(i, groups));
+            let group = block_group(&blocks, jb1, order.visit(i, groups));
             single_row::<S, G, GP1, NV1, JB1>(s, w, group, h_prev, 0, epilogue);
         }
         return;
     }
+    let groups = block_groups(&blocks, JB1);
     let (a, b) = row_tiles(rows, R, RB);
     let (tiled_a, tiled) = (a * R, a * R + b * RB);
     // The rows the tiles leave: one more, smaller tile when there are two or more of them.

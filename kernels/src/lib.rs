@@ -14,6 +14,8 @@
 //!   projection; `tiers`: their per-tier instantiations.
 //! - [`denormal`]: denormal values flushed to zero in the data (weights at packing, stored
 //!   states in the step kernels, the engine's inputs): they cost Intel cores microcode assists.
+//! - [`tuning`]: per-CPU choices within a tier that change no result bit (a single LSTM
+//!   row's blocks one at a time on Zen 4).
 //! - [`gemm`]: `gemm_nt` over `matrixmultiply`, the baseline the input projection is benched
 //!   against.
 //! - [`reference`](mod@reference): the plain scalar twins of every kernel, the oracle of the property tests.
@@ -29,6 +31,7 @@ pub mod reference;
 mod simd;
 pub mod step;
 mod tiers;
+pub mod tuning;
 mod vecmath;
 
 pub use isa::Isa;
