@@ -29,18 +29,20 @@ static ONE_BLOCK: AtomicU8 = AtomicU8::new(0);
 /// block of them is 4 accumulator chains, what one FMA a cycle of latency 4 needs (the LSTM).
 pub const ONE_BLOCK_MIN_GATES: usize = 4;
 
-/// Whether the step kernels of cells of [`ONE_BLOCK_MIN_GATES`] gates or more (the LSTM) read a
-/// single row's blocks one at a time instead of in their tier's groups (see the module docs): [`set_single_row_one_block`]'s
-/// value if it was called, else [`detect_single_row_one_block`]'s (cached).
+/// Whether the step kernels of cells of [`ONE_BLOCK_MIN_GATES`] gates or more (the LSTM) read
+/// a single row's blocks one at a time instead of in their tier's groups (see the module
+/// docs): [`set_single_row_one_block`]'s value if it was called, else
+/// [`detect_single_row_one_block`]'s (cached).
 #[inline]
 pub fn single_row_one_block() -> bool {
     match ONE_BLOCK.load(Ordering::Relaxed) {
         0 => {
-            let on = detect_single_row_one_block();
+            let detected = 1 + detect_single_row_one_block() as u8;
             // A concurrent `set_single_row_one_block` wins: only store over "not detected".
-            let _ =
-                ONE_BLOCK.compare_exchange(0, 1 + on as u8, Ordering::Relaxed, Ordering::Relaxed);
-            ONE_BLOCK.load(Ordering::Relaxed) == 2
+            match ONE_BLOCK.compare_exchange(0, detected, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => detected == 2,
+                Err(set) => set == 2,
+            }
         }
         v => v == 2,
     }
@@ -57,29 +59,25 @@ pub fn set_single_row_one_block(on: bool) {
 /// block at a time already), and Zen 5 (family 26) has full-width AVX-512 pipes, so neither is
 /// included; nor is any Intel core.
 pub fn detect_single_row_one_block() -> bool {
-    is_zen4()
-}
-
-#[cfg(target_arch = "x86_64")]
-fn is_zen4() -> bool {
-    use std::arch::x86_64::__cpuid;
-    // SAFETY: CPUID exists on every x86-64 CPU and only reads identification registers; leaf 0
-    // (vendor, highest leaf) and leaf 1 (family and model) are defined on all of them.
-    #[allow(unused_unsafe)]
-    let (vendor, leaf1) = unsafe { (__cpuid(0), __cpuid(1)) };
-    let amd = (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
-    // The family as the manuals define it: the base family, plus the extended family where
-    // the base is 0xF.
-    let base = (leaf1.eax >> 8) & 0xF;
-    let family = if base == 0xF {
-        base + ((leaf1.eax >> 20) & 0xFF)
-    } else {
-        base
-    };
-    amd && family == 0x19 && crate::Isa::Avx512.cpu_supports()
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn is_zen4() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        // SAFETY: CPUID exists on every x86-64 CPU and only reads identification registers;
+        // leaf 0 (vendor, highest leaf) and leaf 1 (family and model) are defined on all of
+        // them.
+        #[allow(unused_unsafe)]
+        let (vendor, leaf1) = unsafe { (__cpuid(0), __cpuid(1)) };
+        let amd = (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+        // The family as the manuals define it: the base family, plus the extended family
+        // where the base is 0xF.
+        let base = (leaf1.eax >> 8) & 0xF;
+        let family = if base == 0xF {
+            base + ((leaf1.eax >> 20) & 0xFF)
+        } else {
+            base
+        };
+        amd && family == 0x19 && crate::Isa::Avx512.cpu_supports()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
     false
 }

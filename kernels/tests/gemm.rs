@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{gamma, Rng};
+use common::{bits, gamma, Rng};
 
 use proptest::prelude::*;
 use recur_kernels::reference::reference_input_projection;
@@ -93,10 +93,6 @@ fn check_against_reference(tier: &str, kern: &Kernels, c: &Case) {
             );
         }
     }
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// Each row alone, the rows in two calls split at `split`, and with a NaN in another row: the

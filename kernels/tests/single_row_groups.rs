@@ -8,14 +8,10 @@
 
 mod common;
 
-use common::Rng;
+use common::{bits, Rng};
 use proptest::prelude::*;
 use recur_kernels::step::{block_units, BlockOrder};
 use recur_kernels::{tuning, Kernels, PackedMatrix};
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
 
 /// `(h, c)` of every single-row LSTM kernel of `k` over `blocks` in `order`, with
 /// [`tuning::single_row_one_block`] set to `one_block`.

@@ -26,7 +26,7 @@
 
 mod common;
 
-use common::{gamma, Rng, REFERENCE_MAX_ULP, SIGMOID_MAX_ULP, TANH_MAX_ULP};
+use common::{bits, gamma, Rng, REFERENCE_MAX_ULP, SIGMOID_MAX_ULP, TANH_MAX_ULP};
 
 use proptest::prelude::*;
 use recur_kernels::denormal::has_denormals;
@@ -572,10 +572,6 @@ fn assert_nan_stays(tier: &str, what: &str, h: &[f32], nu: usize, nan_row: usize
             );
         }
     }
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// Runs `step(rows, blocks, order, outputs...)` over the whole batch, row by row, and over two

@@ -21,6 +21,11 @@ pub fn tiers() -> Vec<(&'static str, &'static Kernels)> {
     out
 }
 
+/// The bit patterns of `v`, to compare results bit for bit (NaN included).
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 /// The unit roundoff of f32 (`2^-24`).
 pub const U: f64 = 1.0 / 16_777_216.0;
 
