@@ -500,21 +500,8 @@ fn run<
     if rows == 1 {
         // The latency-bound case (one stream's step), on its own: with the row tiles' setup
         // in the same path, LLVM computed all of it first (~200 cycles of a 64-unit RNN step's
-        // ~680 on the AVX-512 Xeon; this path alone: ~500). An LSTM's blocks one at a time
-        // where the CPU streams fewer panels faster (see `crate::tuning`).
-        let jb1 = if G >= crate::tuning::ONE_BLOCK_MIN_GATES
-            && JB1 > 1
-            && crate::tuning::single_row_one_block()
-        {
-            1
-        } else {
-            JB1
-        };
-        let groups = block_groups(&blocks, jb1);
-        for i in 0..groups {
-            let group = block_group(&blocks, jb1, order.visit(i, groups));
-            single_row::<S, G, GP1, NV1, JB1>(s, w, group, h_prev, 0, epilogue);
-        }
+        // ~680 on the AVX-512 Xeon; this path alone: ~500).
+        run_row::<S, G, GP1, NV1, JB1>(s, w, blocks, order, h_prev, epilogue);
         return;
     }
     let groups = block_groups(&blocks, JB1);
@@ -563,6 +550,33 @@ fn run<
         for r0 in alone..rows {
             single_row::<S, G, GP1, NV1, JB1>(s, w, group, h_prev, r0, epilogue);
         }
+    }
+}
+
+/// [`run`] of a single row: every block of `blocks`, in groups of up to `JB1` blocks visited
+/// in `order` (passes of `GP1` gates and `NV1` vectors). An LSTM's blocks one at a time where
+/// the CPU streams fewer panels faster (see `crate::tuning`).
+#[inline(always)]
+fn run_row<S: Simd, const G: usize, const GP1: usize, const NV1: usize, const JB1: usize>(
+    s: S,
+    w: &PackedMatrix,
+    blocks: Range<usize>,
+    order: BlockOrder,
+    h_prev: &[f32],
+    epilogue: &mut impl Epilogue<S, G>,
+) {
+    let jb1 = if G >= crate::tuning::ONE_BLOCK_MIN_GATES
+        && JB1 > 1
+        && crate::tuning::single_row_one_block()
+    {
+        1
+    } else {
+        JB1
+    };
+    let groups = block_groups(&blocks, jb1);
+    for i in 0..groups {
+        let group = block_group(&blocks, jb1, order.visit(i, groups));
+        single_row::<S, G, GP1, NV1, JB1>(s, w, group, h_prev, 0, epilogue);
     }
 }
 
@@ -1307,6 +1321,85 @@ pub(crate) fn rnn_step_blocks<
             rows,
             &mut RnnCell::<SPLIT, true>::new(xp, h_out, h, units),
         ),
+    }
+}
+
+/// A single row of an RNN over `steps` consecutive steps (see [`crate::step::RnnStepsFn`]):
+/// step `t` reads `xp[t*H..]` and `h0` or step `t - 1`'s output, writes `h_out[t*H..(t+1)*H]`,
+/// and visits every block in [`BlockOrder::for_step`]`(t)`: exactly the operations of `steps`
+/// calls of [`rnn_step_blocks`], with the shapes checked once instead of every step, and each
+/// step straight on the single-row path ([`run_row`]). Measured on the Zen 4 of
+/// docs/PERFORMANCE.md, rnn_tiny_b1 (50 steps of 64 units) pinned: 8.9-9.1 -> 8.1-8.2 µs a
+/// call against those calls one a step.
+#[inline(always)]
+pub(crate) fn rnn_steps<
+    S: Simd,
+    const SPLIT: bool,
+    const GP1: usize,
+    const NV1: usize,
+    const JB1: usize,
+>(
+    s: S,
+    w: &PackedMatrix,
+    act: Activation,
+    xp: &[f32],
+    h0: &[f32],
+    h_out: &mut [f32],
+    steps: usize,
+) {
+    let (h, k) = (w.rows(), w.cols());
+    assert!(
+        w.gates() == 1 && k == h,
+        "rnn_steps: W_hh must be 1 gate of {h} x {h} units, not {} of {h} x {k}",
+        w.gates()
+    );
+    assert!(
+        xp.len() >= steps * h && h0.len() >= h && h_out.len() >= steps * h,
+        "rnn_steps: {steps} steps of {h} units need xp {} / h0 {} / h_out {}",
+        xp.len(),
+        h0.len(),
+        h_out.len()
+    );
+    // The activation chosen once, as a constant of the epilogue.
+    match act {
+        Activation::Tanh => {
+            steps_of::<S, SPLIT, false, GP1, NV1, JB1>(s, w, xp, h0, h_out, steps);
+        }
+        Activation::Relu => {
+            steps_of::<S, SPLIT, true, GP1, NV1, JB1>(s, w, xp, h0, h_out, steps);
+        }
+    }
+}
+
+/// The loop of [`rnn_steps`], its shapes checked.
+#[inline(always)]
+fn steps_of<
+    S: Simd,
+    const SPLIT: bool,
+    const RELU: bool,
+    const GP1: usize,
+    const NV1: usize,
+    const JB1: usize,
+>(
+    s: S,
+    w: &PackedMatrix,
+    xp: &[f32],
+    h0: &[f32],
+    h_out: &mut [f32],
+    steps: usize,
+) {
+    let h = w.rows();
+    for t in 0..steps {
+        let (done, rest) = h_out.split_at_mut(t * h);
+        let h_prev = if t == 0 {
+            &h0[..h]
+        } else {
+            &done[(t - 1) * h..]
+        };
+        let xp = &xp[t * h..(t + 1) * h];
+        let mut cell = RnnCell::<SPLIT, RELU>::new(xp, &mut rest[..h], h, (0, h));
+        let order = BlockOrder::for_step(t);
+        run_row::<S, 1, GP1, NV1, JB1>(s, w, 0..w.blocks(), order, h_prev, &mut cell);
     }
 }
 

@@ -166,24 +166,7 @@ macro_rules! tier {
                 h_out: &mut [f32],
                 steps: usize,
             ) {
-                let h = w.rows();
-                assert!(
-                    xp.len() >= steps * h && h0.len() >= h && h_out.len() >= steps * h,
-                    "rnn_steps: {steps} steps of {h} units need xp {} / h0 {} / h_out {}",
-                    xp.len(),
-                    h0.len(),
-                    h_out.len()
-                );
-                for step in 0..steps {
-                    let (done, rest) = h_out.split_at_mut(step * h);
-                    let h_prev = if step == 0 { &h0[..h] } else { &done[(step - 1) * h..] };
-                    let xp = &xp[step * h..(step + 1) * h];
-                    let out = &mut rest[..h];
-                    let (blocks, order) = (0..w.blocks(), BlockOrder::for_step(step));
-                    fused::rnn_step_blocks::<$tok, $rks, $rr, $rgr, $rnvr, $rrb, $rgb, $rnvb, $rjbr, $rg1, $rnv1, $rjb>(
-                        s, w, act, xp, h_prev, out, 1, blocks, order,
-                    );
-                }
+                fused::rnn_steps::<$tok, $rks, $rg1, $rnv1, $rjb>(s, w, act, xp, h0, h_out, steps)
             }
 
             $(#[$tf])*
