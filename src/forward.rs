@@ -1027,7 +1027,7 @@ fn projected_groups(
     kernels: &Kernels,
     w: &DirectionWeights,
     proj: &Projection,
-    xp: &[f32],
+    xp: Xp<'_>,
     h_prev: &[f32],
     (c, m, parts): (&mut [f32], &mut [f32], &mut [f32]),
     (rows, active): (usize, usize),
@@ -1054,6 +1054,17 @@ fn projected_groups(
         let out = &mut parts[part..part + active * p];
         (kernels.project_blocks)(w_g, m_g, out, active, 0..w_g.blocks(), bo);
     }
+}
+
+/// Where a step's cells take their input projection from: `xp` projected ahead, or the step's
+/// input rows with `W_ih` by gates and its biases, projected inside the step kernel.
+#[derive(Clone, Copy)]
+enum Xp<'a> {
+    /// `xp` of the step's rows, `(rows, G H)`.
+    At(&'a [f32]),
+    /// `(W_ih by gates, the projection's biases, the step's input rows)`, as
+    /// `lstm_input_step_blocks` and `gru_input_step_blocks` take them.
+    InStep((&'a PackedMatrix, &'a [f32], &'a [f32])),
 }
 
 /// `h = P_0 + P_1 + ...` of `len` values, the partials `stride` apart, added in group order.
@@ -1116,18 +1127,38 @@ fn steps_ahead(w_ih: &PackedMatrix, split: usize, rows: usize, n_rows: usize, l2
     (l2 / (rows * gh * 4)).max(1)
 }
 
-/// The fewest rows of a chunk whose LSTM or GRU steps project their own inputs (see
-/// [`projects_in_step`]).
+/// The fewest rows of a chunk whose LSTM (without projection) or GRU steps project their own
+/// inputs (see [`projects_in_step`]).
 const IN_STEP_ROWS: usize = 16;
+
+/// The fewest rows of a chunk whose LSTM with projection projects its inputs inside its steps
+/// (see [`projects_in_step`]).
+const IN_STEP_PROJ_ROWS: usize = 4;
 
 /// Whether a chunk of `rows` rows projects each step's inputs inside the step kernel
 /// (`lstm_input_step_blocks`, `gru_input_step_blocks`) instead of ahead of the steps: for an
-/// LSTM without projection or a GRU, a step not split across threads, and a batch large
-/// enough that `W_ih`, read again every step, serves many rows. The kernels give the same bits
-/// as the projection and the step, so the choice changes no result; what it saves is `xp`'s
-/// trip through memory (or L2) between the two.
+/// LSTM or a GRU, a step not split across threads, and a batch large enough that `W_ih`, read
+/// again every step, serves enough rows. The kernels give the same bits as the projection and
+/// the step, so the choice changes no result; what it saves is `xp`'s trip through memory (or
+/// L2) between the two, and the projection runs at the step loop's rate (a `k` of `W_ih` is
+/// the same 4 weight loads and 16 FMAs of a 4-row tile as a `k` of `W_hh`) instead of the
+/// GEMM's, whose short `K` (an LSTM's input width) keeps it further from the FMA peak.
+///
+/// An LSTM with projection does so from 4 rows (the batch tiles' 4-row shape): `recur bench`
+/// on the Zen 4 of session 26, 1 thread pinned, 100 steps, min of 2 alternated runs, ahead ->
+/// inside: I80 H1024 P256 batch 1 7.03 -> 7.88 ms, batch 2 8.60 -> 8.61, batch 3 11.2 ->
+/// 10.2, batch 4 (lstmp_b4) 14.6-14.9 -> 12.9-13.1, batch 8 29.4 -> 25.8, batch 16 56.2 ->
+/// 50.2; I80 H256 P64 batch 1 0.51 -> 0.74, batch 4 1.58 -> 1.46, batch 16 6.17 -> 5.50; I256
+/// H512 P128 batch 1 2.43 -> 4.07, batch 2 3.81 -> 4.49, batch 3 5.37 -> 5.29, batch 4 6.91
+/// -> 6.79, batch 16 28.7 -> 25.9. The LSTM without projection and the GRU keep the 16 rows
+/// measured for them.
 fn projects_in_step(w: &DirectionWeights, split: usize, rows: usize) -> bool {
-    w.w_ih_gates.is_some() && w.w_ih.cols() > 0 && split == 1 && rows >= IN_STEP_ROWS
+    let min = if w.w_hr.is_some() {
+        IN_STEP_PROJ_ROWS
+    } else {
+        IN_STEP_ROWS
+    };
+    w.w_ih_gates.is_some() && w.w_ih.cols() > 0 && split == 1 && rows >= min
 }
 
 /// L2 bytes assumed where the machine does not say (`l2_bytes`).
@@ -1312,40 +1343,35 @@ fn run_steps(
         let h_next = &mut rest[..active * h_out];
         // Alternate the block order, so each step starts on the weights still in cache.
         let bo = BlockOrder::for_step(s);
-        if let Some(w_ih) = in_step {
-            let rows_in = &src[mine.start * in_size..mine.end * in_size];
-            let input = (w_ih, &w.bias_x[..], scanned(kernels, rows_in, scan, ch.x));
-            let b = blocks.clone();
-            if g == 4 {
-                let c = &mut *ch.c;
-                (kernels.lstm_input_step_blocks)(input, &w.w_hh, h_prev, c, h_next, active, b, bo);
-            } else {
-                let (w_hh, b_hn) = (&w.w_hh, &w.b_hn[..]);
-                (kernels.gru_input_step_blocks)(input, w_hh, b_hn, h_prev, h_next, active, b, bo);
+        let xp = match in_step {
+            Some(w_ih) => {
+                let rows_in = &src[mine.start * in_size..mine.end * in_size];
+                Xp::InStep((w_ih, &w.bias_x[..], scanned(kernels, rows_in, scan, ch.x)))
             }
-        } else {
-            let first = mine.start - group.start;
-            let xp = &ch.xp[first * gh..(first + active) * gh];
-            match &w.w_hr {
-                Some(proj) => {
-                    let bufs = (&mut *ch.c, &mut *ch.h_full, &mut *ch.parts);
-                    let n = proj.groups();
-                    let rs = (rows, active);
-                    projected_groups(kernels, w, proj, xp, h_prev, bufs, rs, 0..n, bo);
-                    sum_groups(ch.parts, rows * h_out, n, h_next);
-                }
-                None => cell_step(
-                    kernels,
-                    w,
-                    xp,
-                    h_prev,
-                    ch.c,
-                    h_next,
-                    active,
-                    blocks.clone(),
-                    bo,
-                ),
+            None => {
+                let first = mine.start - group.start;
+                Xp::At(&ch.xp[first * gh..(first + active) * gh])
             }
+        };
+        match &w.w_hr {
+            Some(proj) => {
+                let bufs = (&mut *ch.c, &mut *ch.h_full, &mut *ch.parts);
+                let n = proj.groups();
+                let rs = (rows, active);
+                projected_groups(kernels, w, proj, xp, h_prev, bufs, rs, 0..n, bo);
+                sum_groups(ch.parts, rows * h_out, n, h_next);
+            }
+            None => cell_step(
+                kernels,
+                w,
+                xp,
+                h_prev,
+                ch.c,
+                h_next,
+                active,
+                blocks.clone(),
+                bo,
+            ),
         }
         keep_final(plan, order, s, active, h_out, h_next, ch.h_n);
     }
@@ -1353,12 +1379,13 @@ fn run_steps(
 
 /// One step of the mode's cell for the units of `blocks` (an LSTM's before its projection):
 /// `out` `(rows, nu)` gets the new state, an LSTM's `c` `(rows, nu)` is updated in place (other
-/// modes ignore it). Shared by the single-thread and the split step loops.
+/// modes ignore it); its input projection from `xp` (an LSTM's or GRU's may be
+/// [`Xp::InStep`]). Shared by the single-thread and the split step loops.
 #[allow(clippy::too_many_arguments)]
 fn cell_step(
     kernels: &Kernels,
     w: &DirectionWeights,
-    xp: &[f32],
+    xp: Xp<'_>,
     h_prev: &[f32],
     c: &mut [f32],
     out: &mut [f32],
@@ -1366,13 +1393,21 @@ fn cell_step(
     blocks: Range<usize>,
     bo: BlockOrder,
 ) {
-    match w.w_hh.gates() {
-        4 => (kernels.lstm_step_blocks)(&w.w_hh, xp, h_prev, c, out, rows, blocks, bo),
-        3 => (kernels.gru_step_blocks)(&w.w_hh, &w.b_hn, xp, h_prev, out, rows, blocks, bo),
-        _ => {
-            let act = w.activation();
-            (kernels.rnn_step_blocks)(&w.w_hh, act, xp, h_prev, out, rows, blocks, bo)
+    let (w_hh, b_hn) = (&w.w_hh, &w.b_hn[..]);
+    match (w_hh.gates(), xp) {
+        (4, Xp::At(xp)) => (kernels.lstm_step_blocks)(w_hh, xp, h_prev, c, out, rows, blocks, bo),
+        (4, Xp::InStep(input)) => {
+            (kernels.lstm_input_step_blocks)(input, w_hh, h_prev, c, out, rows, blocks, bo)
         }
+        (3, Xp::At(xp)) => (kernels.gru_step_blocks)(w_hh, b_hn, xp, h_prev, out, rows, blocks, bo),
+        (3, Xp::InStep(input)) => {
+            (kernels.gru_input_step_blocks)(input, w_hh, b_hn, h_prev, out, rows, blocks, bo)
+        }
+        (_, Xp::At(xp)) => {
+            let act = w.activation();
+            (kernels.rnn_step_blocks)(w_hh, act, xp, h_prev, out, rows, blocks, bo)
+        }
+        (_, Xp::InStep(_)) => unreachable!("a plain RNN projects its inputs ahead of its steps"),
     }
 }
 
@@ -1621,7 +1656,7 @@ impl SplitShared<'_, '_> {
             cell_step(
                 kern,
                 w,
-                xp,
+                Xp::At(xp),
                 &h_prev,
                 &mut c_part,
                 out,
@@ -1673,7 +1708,7 @@ impl SplitShared<'_, '_> {
                 kern,
                 w,
                 proj,
-                xp,
+                Xp::At(xp),
                 prev,
                 bufs,
                 (rows, active),
@@ -1837,18 +1872,24 @@ mod tests {
             config.proj_size = proj;
             Model::from_state_dict(config.clone(), &random_state_dict(&config, 1)).unwrap()
         };
-        for (mode, proj, in_step) in [
-            (Mode::Lstm, 0, true),
-            (Mode::Gru, 0, true),
-            (Mode::Lstm, 8, false),
-            (Mode::RnnTanh, 0, false),
+        // (mode, proj, the fewest rows that project in the step; 0 for never)
+        for (mode, proj, min) in [
+            (Mode::Lstm, 0, 16),
+            (Mode::Gru, 0, 16),
+            (Mode::Lstm, 8, 4),
+            (Mode::RnnTanh, 0, 0),
         ] {
             let m = weights(mode, proj);
             let w = &m.layers[0][0];
-            assert_eq!(projects_in_step(w, 1, 16), in_step, "{mode} P={proj}");
-            assert_eq!(projects_in_step(w, 1, 64), in_step, "{mode} P={proj}");
-            assert!(!projects_in_step(w, 1, 15), "{mode} P={proj}: 15 rows");
-            assert!(!projects_in_step(w, 2, 64), "{mode} P={proj}: split step");
+            for rows in [1, 3, 4, 15, 16, 64] {
+                let expected = min > 0 && rows >= min;
+                assert_eq!(
+                    projects_in_step(w, 1, rows),
+                    expected,
+                    "{mode} P={proj}: {rows} rows"
+                );
+                assert!(!projects_in_step(w, 2, rows), "{mode} P={proj}: split step");
+            }
         }
     }
 

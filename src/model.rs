@@ -31,7 +31,8 @@ pub(crate) struct DirectionWeights {
     /// `RNN_RELU`: the plain RNN cell's nonlinearity is relu, not tanh.
     pub relu: bool,
     /// `W_ih` packed as `W_hh` is, by gates, for the step kernels that project their own
-    /// inputs (an LSTM without projection, a GRU; `None` otherwise). Packed at load, so that
+    /// inputs (an LSTM, with or without projection, and a GRU; `None` otherwise). Packed at
+    /// load, so that
     /// no call allocates it (`Model::call_bytes` is what a call allocates); it holds `W_ih`
     /// a second time.
     pub w_ih_gates: Option<PackedMatrix>,
@@ -279,7 +280,7 @@ fn pack_direction(config: &Config, t: &StateDict, layer: usize, dir: usize) -> D
         w_hr: (config.proj_size > 0)
             .then(|| Projection::pack(get("weight_hr"), config.proj_size, h)),
         relu: config.mode == Mode::RnnRelu,
-        w_ih_gates: (matches!(config.mode, Mode::Lstm | Mode::Gru) && config.proj_size == 0)
+        w_ih_gates: matches!(config.mode, Mode::Lstm | Mode::Gru)
             .then(|| PackedMatrix::pack(get("weight_ih"), g, h, config.layer_input_size(layer))),
     }
 }

@@ -218,18 +218,23 @@ fn bit_identical_for_any_thread_count() {
 
 /// An LSTM without projection and a GRU, whose batch chunks of 16 rows or more project each
 /// step's inputs inside the step kernel (`projects_in_step` in src/forward.rs): 37 rows on 1
-/// thread and 19 on 2 take that path, 13 on 3 and 5 on 8 project ahead of the steps; all the
-/// same bits, on every tier, in both directions, with and without lengths, and each element
-/// alone (batch 1, projected at once) too.
+/// thread and 19 on 2 take that path, 13 on 3 and 5 on 8 project ahead of the steps; and an
+/// LSTM with projection (150 units: two groups of `W_hr`), whose chunks do so from 4 rows: 37,
+/// 19, 13 and 5 rows all take that path. All the same bits, on every tier, in both directions,
+/// with and without lengths, and each element alone (batch 1, projected at once) too.
 #[test]
 fn projecting_in_step_is_bit_identical_to_projecting_ahead() {
-    for (mode, ragged) in [
-        (Mode::Lstm, false),
-        (Mode::Lstm, true),
-        (Mode::Gru, false),
-        (Mode::Gru, true),
+    for (mode, proj, ragged) in [
+        (Mode::Lstm, 0, false),
+        (Mode::Lstm, 0, true),
+        (Mode::Gru, 0, false),
+        (Mode::Gru, 0, true),
+        (Mode::Lstm, 17, false),
+        (Mode::Lstm, 17, true),
     ] {
-        let mut config = Config::new(mode, 19, 33);
+        let hidden = if proj > 0 { 150 } else { 33 };
+        let mut config = Config::new(mode, 19, hidden);
+        config.proj_size = proj;
         config.num_layers = 2;
         config.bidirectional = true;
         let n = 37;
@@ -252,11 +257,11 @@ fn projecting_in_step_is_bit_identical_to_projecting_ahead() {
             for threads in [2, 3, 8] {
                 assert!(
                     one == all_bits(&run_in_pool(&model, &fi, threads)),
-                    "{mode} ragged={ragged} {isa}: {threads} threads differ from 1"
+                    "{mode} P={proj} ragged={ragged} {isa}: {threads} threads differ from 1"
                 );
             }
             for e in [0, 17, 36] {
-                let what = format!("{mode} ragged={ragged} {isa}");
+                let what = format!("{mode} P={proj} ragged={ragged} {isa}");
                 assert_alone_matches(&model, &b, &whole, e, &what);
             }
         }
