@@ -32,9 +32,8 @@ pub(crate) struct DirectionWeights {
     pub relu: bool,
     /// `W_ih` packed as `W_hh` is, by gates, for the step kernels that project their own
     /// inputs (an LSTM, with or without projection, and a GRU; `None` otherwise). Packed at
-    /// load, so that
-    /// no call allocates it (`Model::call_bytes` is what a call allocates); it holds `W_ih`
-    /// a second time.
+    /// load, so that no call allocates it (`Model::call_bytes` is what a call allocates); it
+    /// holds `W_ih` a second time.
     pub w_ih_gates: Option<PackedMatrix>,
 }
 
