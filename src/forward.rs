@@ -4,7 +4,8 @@
 //! loop reads it (batch rows sorted by length, the reverse direction's sequences reversed within
 //! their own length), projected for every timestep at once by one GEMM per batch chunk
 //! (`xp = x W_ihᵀ + b`; a large batch's in groups of steps, or an LSTM's or GRU's inside each
-//! step's kernel, see [`projects_in_step`]: the same bits), then run through the fused step
+//! step's kernel, see [`projects_in_step`]; a stack of single-row layers' inside the previous
+//! layer's steps, see [`Relay`]: the same bits), then run through the fused step
 //! kernel one timestep at a time, and finally scattered back into PyTorch's `(L, N, D*H_out)`
 //! layout. Batch chunks and directions run
 //! in parallel on the current rayon pool; a row's arithmetic never depends on the chunking, so
@@ -21,8 +22,8 @@ use crate::error::{Error, Result};
 use crate::model::{DirectionWeights, Model, Projection};
 use crate::tensor::{Shape, Tensor, TensorView};
 use recur_kernels::denormal::{flush, flush_into};
-use recur_kernels::step::BlockOrder;
-use recur_kernels::{Kernels, PackedMatrix};
+use recur_kernels::step::{transpose_rider_rows, BlockOrder, Rider, RIDER_ROWS};
+use recur_kernels::{Kernels, PackedMatrix, BLOCK};
 
 /// The inputs of one forward pass, borrowed.
 ///
@@ -219,6 +220,9 @@ pub struct PlanSummary {
     pub split: usize,
     /// Whether the two directions run at once.
     pub parallel_directions: bool,
+    /// Whether the first layer's steps carry the second layer's input projection (a stack of
+    /// single-row layers, see the engine's relay): the kernels give the same bits either way.
+    pub relay: bool,
 }
 
 /// Smallest batch chunk worth a thread of its own.
@@ -347,6 +351,17 @@ impl Model {
         refill(&mut out.h_n, states * n * h_out, false).map_err(oom)?;
         refill(&mut out.c_n, if lstm { states * n * h } else { 0 }, false).map_err(oom)?;
         self.grow_arenas(arenas, l, n).map_err(oom)?;
+        // A stack of single-row layers relays its input projections through `arenas[1]`
+        // (unused by one direction): see `Relay`.
+        let relays = self.relays(&plan);
+        if relays {
+            let need = self.relay_floats(l as u64, n as u64).unwrap_or(u64::MAX) as usize;
+            if arenas[1].len() < need {
+                refill(&mut arenas[1], need, false).map_err(oom)?;
+            }
+        }
+        // Rows of the next layer's `xp` that the relay holds already.
+        let mut ready = 0;
         let input_layout = SeqLayout {
             seq_len: l,
             batch: n,
@@ -365,7 +380,7 @@ impl Model {
                 };
                 (&layer_in[..], seq)
             };
-            let run = |d: usize, arena: &mut Vec<f32>| {
+            let run = |d: usize, arena: &mut Vec<f32>, relay: Option<Relay<'_>>| {
                 let idx = layer * d_count + d;
                 let h0 = fi
                     .h0
@@ -375,15 +390,20 @@ impl Model {
                 // Layer 0 reads the caller's input, which may hold denormals (`run_chunk`
                 // flushes them); later layers read the kernels' outputs, flushed already.
                 let x = (x, x_layout, layer == 0);
-                run_direction(self.kernels, w, &plan, d == 1, x, (h0, c0), arena);
+                let state0 = (h0, c0);
+                run_direction(self.kernels, w, &plan, d == 1, x, state0, arena, relay)
             };
             let [a0, a1] = arenas;
             if d_count == 2 && plan.parallel_directions {
-                rayon::join(|| run(0, a0), || run(1, a1));
+                rayon::join(|| run(0, a0, None), || run(1, a1, None));
+            } else if relays {
+                let next = (!last).then(|| &self.layers[layer + 1][0]);
+                let buf = &mut a1[..];
+                ready = run(0, a0, Some(Relay { buf, ready, next }));
             } else {
-                run(0, a0);
+                run(0, a0, None);
                 if d_count == 2 {
-                    run(1, a1);
+                    run(1, a1, None);
                 }
             }
             // Scatter each direction's rows to PyTorch's layout; collect h_n and c_n.
@@ -448,6 +468,11 @@ impl Model {
             chunks: plan.batch.div_ceil(plan.chunk_rows),
             split: plan.split,
             parallel_directions: plan.parallel_directions,
+            relay: self.relays(&plan) && {
+                let (first, second) = (&self.layers[0][0], &self.layers[1][0]);
+                let n_rows = plan.lengths.first().copied().unwrap_or(0);
+                carries(self.kernels, first, second, &plan, 1, n_rows)
+            },
         })
     }
 
@@ -576,6 +601,7 @@ impl Model {
         for d in 0..cfg.directions() {
             floats = floats.checked_add(n.checked_mul(self.arena_row_floats(d, l)?)?)?;
         }
+        floats = floats.checked_add(self.relay_floats(l, n)?)?;
         // The loop order and lengths: two usizes per batch element.
         floats
             .checked_mul(4)?
@@ -597,6 +623,29 @@ impl Model {
                 let fixed = (sz.per_row() - (sz.x + sz.xp + sz.y)) as u64;
                 Some(most.max(l.checked_mul(per_step)?.checked_add(fixed)?))
             })
+    }
+
+    /// Floats of the relay of a call of `l` steps of `n` rows (see [`Relay`]): where one may
+    /// run (one direction, one row, two layers or more), the widest `xp` of the layers after
+    /// the first over `l` steps and a tile of [`RIDER_ROWS`] input rows; else 0. `None` on
+    /// overflow.
+    fn relay_floats(&self, l: u64, n: u64) -> Option<u64> {
+        let cfg = self.config();
+        if cfg.directions() != 1 || n != 1 || cfg.num_layers < 2 {
+            return Some(0);
+        }
+        let gh = self.layers[1..].iter().map(|d| d[0].w_ih.rows()).max();
+        // Whole blocks of columns (`Carrier` stores them block-major).
+        let gh = gh.unwrap_or(0).div_ceil(BLOCK) * BLOCK;
+        let tile = (RIDER_ROWS * cfg.output_hidden()) as u64;
+        l.checked_mul(gh as u64)?.checked_add(tile)
+    }
+
+    /// Whether this call's layers relay their input projections (see [`Relay`]): one
+    /// direction, one row, two layers or more.
+    fn relays(&self, plan: &Plan<'_>) -> bool {
+        let cfg = self.config();
+        cfg.directions() == 1 && cfg.num_layers >= 2 && plan.batch == 1
     }
 
     /// Grows each direction's arena to its widest layer's need for `l` steps of `n` rows (a
@@ -865,6 +914,8 @@ type LayerInput<'a> = (&'a [f32], SeqLayout, bool);
 
 /// Runs one layer in one direction over the whole batch, chunk by chunk (chunks in parallel);
 /// leaves each chunk's output rows, final `c` and `h_n` in its region of `arena`, in loop order.
+/// With a `relay` (one chunk), returns the rows of the next layer's `xp` its steps projected
+/// into it; else 0.
 #[allow(clippy::too_many_arguments)]
 fn run_direction(
     kernels: &Kernels,
@@ -874,16 +925,22 @@ fn run_direction(
     x: LayerInput<'_>,
     state0: (Option<&[f32]>, Option<&[f32]>),
     arena: &mut [f32],
-) {
+    relay: Option<Relay<'_>>,
+) -> usize {
     let sz = Sizes::new(w, plan.seq_len, x.1.width);
     let per_row = sz.per_row();
     let need = plan.batch * per_row;
     // Sized for every layer by `Model::grow_arenas` before the first.
     let arena = &mut arena[..need];
+    if relay.is_some() {
+        assert!(plan.chunk_rows >= plan.batch, "a relay runs one chunk");
+        let mut ch = Chunk::carve(arena, 0, plan.batch, &sz);
+        return run_chunk(kernels, w, plan, reverse, x, state0, &mut ch, relay);
+    }
     let run = |ci: usize, region: &mut [f32]| {
         let rows = region.len() / per_row;
         let mut ch = Chunk::carve(region, ci * plan.chunk_rows, rows, &sz);
-        run_chunk(kernels, w, plan, reverse, x, state0, &mut ch);
+        run_chunk(kernels, w, plan, reverse, x, state0, &mut ch, None);
     };
     if plan.chunk_rows >= plan.batch {
         run(0, arena);
@@ -893,9 +950,13 @@ fn run_direction(
             .enumerate()
             .for_each(|(ci, region)| run(ci, region));
     }
+    0
 }
 
-/// The recurrent loop of one batch chunk: gather, project, step, in loop order.
+/// The recurrent loop of one batch chunk: gather, project, step, in loop order. With a
+/// `relay`, the rows of `xp` it holds are taken from it instead of projected, and the steps
+/// carry the next layer's projection into it where they can (see [`Relay`]); returns the rows
+/// of it they did (0 without).
 #[allow(clippy::too_many_arguments)]
 fn run_chunk(
     kernels: &Kernels,
@@ -905,7 +966,8 @@ fn run_chunk(
     (x, x_layout, raw): LayerInput<'_>,
     (h0, c0): (Option<&[f32]>, Option<&[f32]>),
     ch: &mut Chunk<'_>,
-) {
+    relay: Option<Relay<'_>>,
+) -> usize {
     let rows = ch.rows;
     let (g, h, k) = (w.w_hh.gates(), w.w_hh.rows(), w.w_hh.cols());
     let in_size = x_layout.width;
@@ -951,16 +1013,43 @@ fn run_chunk(
         .w_ih_gates
         .as_ref()
         .filter(|_| projects_in_step(w, plan.split, rows));
+    // Rows of `xp` the previous layer's steps projected (see `Relay`).
+    let ready = relay
+        .as_ref()
+        .filter(|_| in_step.is_none() && src_rows.0.is_none())
+        .map_or(0, |r| r.ready.min(n_rows));
     let ahead = match in_step {
         Some(_) => 0,
+        None if ready > 0 => 0,
         None => steps_ahead(&w.w_ih, plan.split, rows, n_rows, l2_bytes()),
     };
     // Whether the projection's inputs still need their scan for denormals.
     let scan = raw && in_place;
+    let gh = g * h;
     if in_step.is_none() && ahead == 0 {
         let src = scanned(kernels, src, scan, ch.x);
-        project_inputs(kernels, w, src, ch.xp, n_rows, plan.split);
+        if let Some(r) = &relay {
+            // Block-major in the relay (see `Carrier`): each block's columns of every row.
+            let blocks = r.buf.chunks_exact(n_rows * BLOCK).take(gh.div_ceil(BLOCK));
+            for (b, cols) in blocks.enumerate() {
+                let c = b * BLOCK..gh.min((b + 1) * BLOCK);
+                let rows = ch.xp.chunks_exact_mut(gh).zip(cols.chunks_exact(BLOCK));
+                for (xp_row, col) in rows.take(ready) {
+                    xp_row[c.clone()].copy_from_slice(&col[..c.len()]);
+                }
+            }
+        }
+        let (rest, xp) = (&src[ready * in_size..], &mut ch.xp[ready * gh..]);
+        project_inputs(kernels, w, rest, xp, n_rows - ready, plan.split);
     }
+    // The next layer's projection carried by these steps, where they can (see `Relay`).
+    let carry = relay.and_then(|r| {
+        let next = r.next?;
+        let ok = carries(kernels, w, next, plan, rows, n_rows)
+            && in_step.is_none()
+            && src_rows.0.is_none();
+        ok.then(|| Carrier::whole(next, r.buf, n_rows))
+    });
 
     // Initial state.
     for (r, &b) in order.iter().enumerate() {
@@ -985,14 +1074,149 @@ fn run_chunk(
         regroup(proj, rows, ch.c, ch.h_full, true);
         ch.c.copy_from_slice(ch.h_full);
     }
-    if plan.split > 1 {
-        run_steps_split(kernels, w, plan, ch, src_rows, plan.split);
+    let relayed = if plan.split > 1 {
+        run_steps_split(kernels, w, plan, ch, src_rows, plan.split, carry)
     } else {
-        run_steps(kernels, w, plan, ch, src_rows, (src, ahead, scan), in_step);
-    }
+        let inputs = (src, ahead, scan);
+        run_steps(kernels, w, plan, ch, src_rows, inputs, in_step, carry)
+    };
     if let Some(proj) = grouped {
         regroup(proj, rows, ch.c, ch.h_full, false);
         ch.c.copy_from_slice(ch.h_full);
+    }
+    relayed
+}
+
+/// A stack of layers of one row relaying their input projections: each layer's single-row
+/// steps carry, a tile at a time inside their `k` loops (`recur_kernels::step::Rider`), the
+/// next layer's input projection of the rows they have already produced, into `buf`; the
+/// next layer takes those rows of its `xp` from there and projects only the rest (the last
+/// steps' rows, which no later step of this layer could carry). A single row's step is bound
+/// by the stream of its weights and leaves the FMA pipes mostly idle; the projection, FMA-bound,
+/// hides partly under it. Every element is the bits of the projection done at once (the
+/// kernels' contract), so the relay changes no result.
+struct Relay<'a> {
+    /// The next layer's `xp` `(L, G H)` rows, then a tile of its input rows (`Carrier`).
+    buf: &'a mut [f32],
+    /// Rows of this layer's `xp` at the start of `buf`, from the previous layer's steps.
+    ready: usize,
+    /// The next layer (`None` for the last).
+    next: Option<&'a DirectionWeights>,
+}
+
+/// Whether the single-row steps of `w` can carry `next`'s input projection: the tier has the
+/// riding step for the cell (an LSTM without projection or a GRU), the steps run on one
+/// thread, and `next` would project its inputs at once (not in its steps, nor in groups
+/// ahead of them).
+fn carries(
+    kernels: &Kernels,
+    w: &DirectionWeights,
+    next: &DirectionWeights,
+    plan: &Plan<'_>,
+    rows: usize,
+    n_rows: usize,
+) -> bool {
+    let riding = match w.w_hh.gates() {
+        4 => kernels.lstm_step_riding.is_some(),
+        3 => kernels.gru_step_riding.is_some(),
+        _ => false,
+    };
+    let h_out = w.w_hr.as_ref().map_or(w.w_hh.rows(), |p| p.rows());
+    riding
+        && w.w_hr.is_none()
+        && rows == 1
+        && n_rows >= 2 * RIDER_ROWS
+        && next.w_ih.cols() == h_out
+        && next.w_ih.rows() > 0
+        && !projects_in_step(next, plan.split, rows)
+        && steps_ahead(&next.w_ih, plan.split, rows, n_rows, l2_bytes()) == 0
+}
+
+/// The share of the next layer's projection each step of a single row carries (see
+/// [`Relay`]): groups of [`RIDER_ROWS`] rows, in order, each once all of its rows exist, a
+/// `1 / RIDER_ROWS` of its output blocks `cols` a step, so the groups keep pace with the rows;
+/// a group starts only if the steps left can finish it. The threads of a split step each
+/// carry the groups' blocks of their own share of `cols`.
+struct Carrier<'a> {
+    next: &'a DirectionWeights,
+    /// The next layer's `xp` from block `cols.start` on, block-major: block `b`'s `BLOCK`
+    /// columns of row `r` at `((b - cols.start) * steps + r) * BLOCK` (so that threads own
+    /// disjoint regions of whole blocks).
+    xp: &'a mut [f32],
+    /// The current group's rows, `k`-major (`transpose_rider_rows`).
+    x_t: &'a mut [f32],
+    /// The blocks of output columns carried.
+    cols: Range<usize>,
+    /// Blocks a step.
+    per_step: usize,
+    /// The current group's first row: every row before it is done.
+    row: usize,
+    /// The current group's next block (`cols.start`: not started).
+    block: usize,
+    /// The steps of the loop.
+    steps: usize,
+}
+
+impl<'a> Carrier<'a> {
+    /// The carrier of the blocks `cols` of `next`'s projection over `steps` steps, into `xp`
+    /// (from block `cols.start` on) with `x_t` (`RIDER_ROWS` inputs) for its tiles' rows.
+    fn new(
+        next: &'a DirectionWeights,
+        (xp, x_t): (&'a mut [f32], &'a mut [f32]),
+        cols: Range<usize>,
+        steps: usize,
+    ) -> Carrier<'a> {
+        let k = next.w_ih.cols();
+        Carrier {
+            next,
+            xp: &mut xp[..cols.len() * steps * BLOCK],
+            x_t: &mut x_t[..RIDER_ROWS * k],
+            per_step: cols.len().div_ceil(RIDER_ROWS),
+            row: 0,
+            block: cols.start,
+            cols,
+            steps,
+        }
+    }
+
+    /// The carrier of all of `next`'s projection in a relay's buffer (see [`Relay::buf`]).
+    fn whole(next: &'a DirectionWeights, buf: &'a mut [f32], steps: usize) -> Carrier<'a> {
+        let blocks = next.w_ih.blocks();
+        let bufs = buf.split_at_mut(blocks * steps * BLOCK);
+        Carrier::new(next, bufs, 0..blocks, steps)
+    }
+
+    /// The tiles step `s` carries, if any; `y`: the rows of the steps before it, `(s, K)`.
+    fn tiles(&mut self, s: usize, y: &[f32]) -> Option<Rider<'_>> {
+        let k = self.next.w_ih.cols();
+        let cols = self.cols.clone();
+        if self.block == cols.start {
+            let steps_needed = cols.len().div_ceil(self.per_step);
+            if cols.is_empty() || self.row + RIDER_ROWS > s || s + steps_needed > self.steps {
+                return None;
+            }
+            transpose_rider_rows(&y[self.row * k..(self.row + RIDER_ROWS) * k], k, self.x_t);
+        }
+        let tiles = self.block..cols.end.min(self.block + self.per_step);
+        let row = self.row;
+        if tiles.end == cols.end {
+            (self.row, self.block) = (row + RIDER_ROWS, cols.start);
+        } else {
+            self.block = tiles.end;
+        }
+        Some(Rider {
+            w_ih: &self.next.w_ih,
+            bias: &self.next.bias_x,
+            x: self.x_t,
+            xp: &mut self.xp[((tiles.start - cols.start) * self.steps + row) * BLOCK..],
+            layout: (BLOCK, self.steps * BLOCK),
+            blocks: tiles,
+        })
+    }
+
+    /// Rows whose projection is done: the whole groups before the current one.
+    fn done(&self) -> usize {
+        self.row
     }
 }
 
@@ -1283,6 +1507,7 @@ fn scanned<'a>(kernels: &Kernels, src: &'a [f32], scan: bool, scratch: &'a mut [
 /// `scan`, `src` is the caller's input, and each group's rows are scanned for denormals just
 /// before their projection (which then finds them in cache), flushed into `ch.x` where they
 /// hold any.
+#[allow(clippy::too_many_arguments)]
 fn run_steps(
     kernels: &Kernels,
     w: &DirectionWeights,
@@ -1291,7 +1516,8 @@ fn run_steps(
     src_rows: SrcRows,
     (src, ahead, scan): (&[f32], usize, bool),
     in_step: Option<&PackedMatrix>,
-) {
+    mut carry: Option<Carrier<'_>>,
+) -> usize {
     let rows = ch.rows;
     let (g, h) = (w.w_hh.gates(), w.w_hh.rows());
     let h_out = w.w_hr.as_ref().map_or(h, |p| p.rows());
@@ -1310,7 +1536,7 @@ fn run_steps(
             let last = &ch.y[(steps - 1) * h..steps * h];
             keep_final(plan, order, steps - 1, 1, h_out, last, ch.h_n);
         }
-        return;
+        return 0;
     }
     // Projecting ahead: the input rows of the group of steps in `ch.xp`, from its start (a
     // buffer reused by every group stays in cache); all of them when projected at once.
@@ -1333,6 +1559,8 @@ fn run_steps(
             let xp = &mut ch.xp[..group.len() * gh];
             project_inputs(kernels, w, group_src, xp, group.len(), 1);
         }
+        // The next layer's projection tiles this step carries (rows of earlier steps).
+        let rider = carry.as_mut().and_then(|c| c.tiles(s, &ch.y[..s * h_out]));
         // The step writes its new state straight into its output rows, and reads the previous
         // step's from theirs (its running rows are a prefix of the previous step's).
         let (done, rest) = ch.y.split_at_mut(s * rows * h_out);
@@ -1361,19 +1589,59 @@ fn run_steps(
                 projected_groups(kernels, w, proj, xp, h_prev, bufs, rs, 0..n, bo);
                 sum_groups(ch.parts, rows * h_out, n, h_next);
             }
-            None => cell_step(
-                kernels,
-                w,
-                xp,
-                h_prev,
-                ch.c,
-                h_next,
-                active,
-                blocks.clone(),
-                bo,
-            ),
+            None => match (rider, xp) {
+                (Some(rider), Xp::At(xp)) => ride_step(
+                    kernels,
+                    w,
+                    xp,
+                    h_prev,
+                    ch.c,
+                    h_next,
+                    blocks.clone(),
+                    bo,
+                    rider,
+                ),
+                (_, xp) => cell_step(
+                    kernels,
+                    w,
+                    xp,
+                    h_prev,
+                    ch.c,
+                    h_next,
+                    active,
+                    blocks.clone(),
+                    bo,
+                ),
+            },
         }
         keep_final(plan, order, s, active, h_out, h_next, ch.h_n);
+    }
+    carry.map_or(0, |c| c.done())
+}
+
+/// A single row's step of an LSTM (without projection) or a GRU with `rider` riding in it (see
+/// [`Relay`]); the same bits as [`cell_step`].
+#[allow(clippy::too_many_arguments)]
+fn ride_step(
+    kernels: &Kernels,
+    w: &DirectionWeights,
+    xp: &[f32],
+    h_prev: &[f32],
+    c: &mut [f32],
+    out: &mut [f32],
+    blocks: Range<usize>,
+    bo: BlockOrder,
+    rider: Rider<'_>,
+) {
+    let w_hh = &w.w_hh;
+    match (
+        w_hh.gates(),
+        kernels.lstm_step_riding,
+        kernels.gru_step_riding,
+    ) {
+        (4, Some(lstm), _) => lstm(w_hh, xp, h_prev, c, out, blocks, bo, rider),
+        (3, _, Some(gru)) => gru(w_hh, &w.b_hn, xp, h_prev, out, blocks, bo, rider),
+        _ => unreachable!("`carries` checked that the tier has the riding step"),
     }
 }
 
@@ -1536,7 +1804,8 @@ fn run_steps_split(
     ch: &mut Chunk<'_>,
     src_rows: SrcRows,
     parts: usize,
-) {
+    carry: Option<Carrier<'_>>,
+) -> usize {
     let (rows, k, h) = (ch.rows, w.w_hh.cols(), w.w_hh.rows());
     let order = &plan.order[ch.row0..ch.row0 + rows];
     let state = [
@@ -1558,13 +1827,40 @@ fn run_steps_split(
         partials,
         barrier,
     };
+    // The next layer's projection (see `Relay`): each thread carries its share of the
+    // blocks, into its own region of the relay and with its own tile of input rows.
+    let k_next = carry.as_ref().map_or(0, |c| c.next.w_ih.cols());
+    let mut x_ts: Vec<Vec<f32>> = (0..parts).map(|_| vec![0.0; RIDER_ROWS * k_next]).collect();
+    let mut carriers: Vec<Option<Carrier<'_>>> = Vec::with_capacity(parts);
+    match carry {
+        Some(Carrier {
+            next,
+            xp,
+            cols,
+            steps,
+            ..
+        }) => {
+            let mut rest = xp;
+            for (p, x_t) in x_ts.iter_mut().enumerate() {
+                let own = share(cols.len(), p, parts);
+                let own = cols.start + own.start..cols.start + own.end;
+                let (mine, tail) = rest.split_at_mut(own.len() * steps * BLOCK);
+                rest = tail;
+                carriers.push(Some(Carrier::new(next, (mine, x_t), own, steps)));
+            }
+        }
+        None => carriers.resize_with(parts, || None),
+    }
+    let mut carriers = carriers.into_iter();
+    let mine = carriers.next().expect("one carrier slot per thread");
     let (y, h_n) = (&mut *ch.y, &mut *ch.h_n);
-    let parts_c: Vec<(Range<usize>, Vec<f32>)> = std::thread::scope(|scope| {
+    let parts_c: Vec<(Range<usize>, Vec<f32>, usize)> = std::thread::scope(|scope| {
         let shared = &shared;
         let workers: Vec<_> = (1..parts)
-            .map(|p| scope.spawn(move || shared.worker(p, parts, None)))
+            .zip(carriers)
+            .map(|(p, carrier)| scope.spawn(move || shared.worker(p, parts, None, carrier)))
             .collect();
-        let mut all = vec![shared.worker(0, parts, Some((y, h_n)))];
+        let mut all = vec![shared.worker(0, parts, Some((y, h_n)), mine)];
         all.extend(
             workers
                 .into_iter()
@@ -1572,13 +1868,15 @@ fn run_steps_split(
         );
         all
     });
+    // Rows of the next layer's projection every thread has done its share of.
+    let relayed = parts_c.iter().map(|p| p.2).min().unwrap_or(0);
     if w.w_hr.is_some() {
         // Group-major: a thread's groups are one region (see `regroup`).
-        for (units, c_part) in parts_c {
+        for (units, c_part, _) in parts_c {
             ch.c[rows * units.start..rows * units.end].copy_from_slice(&c_part);
         }
     } else if w.w_hh.gates() == 4 {
-        for (units, c_part) in parts_c {
+        for (units, c_part, _) in parts_c {
             let nu = units.len();
             for r in 0..rows {
                 ch.c[r * h + units.start..r * h + units.end]
@@ -1586,6 +1884,7 @@ fn run_steps_split(
             }
         }
     }
+    relayed
 }
 
 /// What the threads of a split step share.
@@ -1607,16 +1906,19 @@ struct SplitShared<'a, 'p> {
 }
 
 impl SplitShared<'_, '_> {
-    /// Thread `part`'s share of every step; thread 0 also records outputs. Returns the units it
-    /// owned and its final share of `c` (LSTM).
+    /// Thread `part`'s share of every step, carrying its share of the next layer's projection
+    /// where it has a `carrier` (a single row); thread 0 also records outputs. Returns the
+    /// units it owned, its final share of `c` (LSTM) and the rows its carrier finished.
     fn worker(
         &self,
         part: usize,
         parts: usize,
         mut record: Option<(&mut [f32], &mut [f32])>,
-    ) -> (Range<usize>, Vec<f32>) {
+        mut carrier: Option<Carrier<'_>>,
+    ) -> (Range<usize>, Vec<f32>, usize) {
         if let Some(proj) = &self.w.w_hr {
-            return self.worker_projected(proj, part, parts, record);
+            let (units, c) = self.worker_projected(proj, part, parts, record);
+            return (units, c, 0);
         }
         let (kern, w, plan) = (self.kernels, self.w, self.plan);
         // Without a projection the state is the cell output: `k = h`.
@@ -1632,6 +1934,8 @@ impl SplitShared<'_, '_> {
         }
         let mut h_prev = vec![0.0f32; rows * k];
         let mut out_part = vec![0.0f32; rows * nu];
+        // A carrier's rows: the states of the steps done (`(steps, K)`; a single row).
+        let mut history = vec![0.0f32; carrier.as_ref().map_or(0, |c| c.steps * k)];
         // Thread 0 records each step's state from its read of it at the start of the next
         // step (and the last step's after the loop), so that the read it needs anyway also
         // serves the record: the other threads wait for it at every barrier.
@@ -1653,17 +1957,29 @@ impl SplitShared<'_, '_> {
             // Alternate the block order, so each step starts on the weights of this thread's
             // share still in its core's cache.
             let bo = BlockOrder::for_step(s);
-            cell_step(
-                kern,
-                w,
-                Xp::At(xp),
-                &h_prev,
-                &mut c_part,
-                out,
-                active,
-                blocks.clone(),
-                bo,
-            );
+            let rider = carrier.as_mut().and_then(|c| {
+                if s > 0 {
+                    history[(s - 1) * k..s * k].copy_from_slice(&h_prev[..k]);
+                }
+                c.tiles(s, &history[..s * k])
+            });
+            match rider {
+                Some(rider) => {
+                    let bs = blocks.clone();
+                    ride_step(kern, w, xp, &h_prev, &mut c_part, out, bs, bo, rider)
+                }
+                None => cell_step(
+                    kern,
+                    w,
+                    Xp::At(xp),
+                    &h_prev,
+                    &mut c_part,
+                    out,
+                    active,
+                    blocks.clone(),
+                    bo,
+                ),
+            }
             next.write_columns(k, units.start, nu, active, out);
             self.barrier.wait();
         }
@@ -1671,7 +1987,7 @@ impl SplitShared<'_, '_> {
             self.state[(s + 1) % 2].read(0, &mut h_prev[..active * k]);
             record_step(plan, self.order, s, active, k, &h_prev, y, h_n);
         }
-        (units, c_part)
+        (units, c_part, carrier.map_or(0, |c| c.done()))
     }
 
     /// [`SplitShared::worker`] for an LSTM with projection: thread `part` runs its share of

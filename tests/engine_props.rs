@@ -617,3 +617,132 @@ fn split_steps_of_both_directions_are_bit_identical_to_one_thread() {
         });
     }
 }
+
+/// Layer `l` of `config`'s stack (one direction) as a one-layer model of its own.
+fn layer_model(config: &Config, sd: &StateDict, l: usize) -> Model {
+    let mut one = config.clone();
+    one.num_layers = 1;
+    if l > 0 {
+        one.input_size = config.output_hidden();
+    }
+    let mut layer = StateDict::new();
+    for (name, t) in sd {
+        if let Some(base) = name.strip_suffix(&format!("_l{l}")) {
+            layer.insert(format!("{base}_l0"), t.clone());
+        }
+    }
+    Model::from_state_dict(one, &layer).unwrap()
+}
+
+/// Rows `l` of a state tensor `(layers, N, W)`, as `(1, N, W)`.
+fn state_of(t: &Tensor, l: usize) -> Tensor {
+    let per: usize = t.shape[1..].iter().product();
+    let mut shape = t.shape.clone();
+    shape[0] = 1;
+    Tensor::new(shape, t.data[l * per..(l + 1) * per].to_vec()).unwrap()
+}
+
+/// A stack of single-row LSTM or GRU layers relays its input projections: each layer's steps
+/// carry the next layer's projection of the rows already produced (`Relay` in
+/// src/forward.rs), on the tiers that have the riding steps (AVX-512). The results are the
+/// bits of the same layers run one at a time as one-layer models (which relay nothing), for
+/// 3 layers (the relay's buffer serves layers 2 and 3 in turn), sequences shorter than two
+/// groups of 8 rows (no relay), at and around the groups' edges and long enough for many,
+/// with lengths, and widths of 1, 17 (a block and a bit), 64 and 150 units; and with 2
+/// threads (150 units: each step split across the threads, each carrying its share of the
+/// next layer's blocks) the same bits again.
+#[test]
+fn relayed_projections_are_bit_identical_to_layer_by_layer() {
+    use recur::Isa;
+    let layers = 3;
+    for mode in [Mode::Lstm, Mode::Gru] {
+        for (hidden, seq, length) in [
+            (17, 40, None),
+            (17, 23, Some(20)),
+            (64, 16, None),
+            (64, 17, Some(17)),
+            (33, 15, None),
+            (1, 30, None),
+            (150, 100, None),
+            (150, 61, Some(57)),
+        ] {
+            let mut config = Config::new(mode, 19, hidden);
+            config.num_layers = layers;
+            let case = Case {
+                config: config.clone(),
+                run: Run {
+                    lengths: length.map(|l| vec![l]),
+                    ..Run::new(seq, 1, true)
+                },
+                seed: 0x7e1a4 + (mode as u64) * 1000 + hidden as u64 + seq as u64,
+                weight_scale: 1.0,
+            };
+            let (sd, b) = build(&case);
+            let mut model = Model::from_state_dict(config.clone(), &sd).unwrap();
+            let mut singles: Vec<Model> =
+                (0..layers).map(|l| layer_model(&config, &sd, l)).collect();
+            let what = format!("{mode} H={hidden} L={seq} lengths={length:?}");
+            for isa in available_tiers() {
+                model.set_isa(isa).unwrap();
+                for m in &mut singles {
+                    m.set_isa(isa).unwrap();
+                }
+                let fi = b.forward_input();
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .unwrap();
+                let summary = pool.install(|| model.plan_summary(&fi)).unwrap();
+                let rows = length.unwrap_or(seq);
+                assert_eq!(
+                    summary.relay,
+                    isa == Isa::Avx512 && rows >= 16,
+                    "{what} {isa}: relay planned"
+                );
+                let got = run_in_pool(&model, &fi, 1);
+                // The layers one at a time, each fed the previous one's output.
+                let (h0, c0) = (b.h0.as_ref().unwrap(), b.c0.as_ref());
+                let mut x = b.input.clone();
+                let (mut h_n, mut c_n) = (Vec::new(), Vec::new());
+                for (l, single) in singles.iter().enumerate() {
+                    let h0_l = state_of(h0, l);
+                    let c0_l = c0.map(|c| state_of(c, l));
+                    let mut fi_l = ForwardInput::new(x.view()).with_h0(h0_l.view());
+                    if let Some(c0_l) = &c0_l {
+                        fi_l = fi_l.with_c0(c0_l.view());
+                    }
+                    if let Some(lengths) = &b.lengths {
+                        fi_l = fi_l.with_lengths(lengths);
+                    }
+                    let out = run_in_pool(single, &fi_l, 1);
+                    h_n.extend(out.h_n.data);
+                    c_n.extend(out.c_n.map(|c| c.data).unwrap_or_default());
+                    x = out.output;
+                }
+                assert_eq!(
+                    bits(&got.output.data),
+                    bits(&x.data),
+                    "{what} {isa}: output"
+                );
+                assert_eq!(bits(&got.h_n.data), bits(&h_n), "{what} {isa}: h_n");
+                let got_c = got.c_n.map(|c| c.data).unwrap_or_default();
+                assert_eq!(bits(&got_c), bits(&c_n), "{what} {isa}: c_n");
+                if hidden == 150 && seq == 100 {
+                    // Steps split across 2 threads, each carrying its share of the blocks.
+                    let pool2 = rayon::ThreadPoolBuilder::new()
+                        .num_threads(2)
+                        .build()
+                        .unwrap();
+                    let two = pool2.install(|| model.plan_summary(&fi)).unwrap();
+                    assert_eq!(two.split, 2, "{what} {isa}: split");
+                    assert_eq!(two.relay, isa == Isa::Avx512, "{what} {isa}: relay at 2");
+                }
+                let two = run_in_pool(&model, &fi, 2);
+                assert!(
+                    all_bits(&run_in_pool(&model, &fi, 1)) == all_bits(&two),
+                    "{what} {isa}: 2 threads differ from 1"
+                );
+            }
+        }
+    }
+}

@@ -10,13 +10,21 @@
 //! successive iterations alternate the block order as the engine's time loop does
 //! (`BlockOrder::for_step`).
 //!
+//! `riding`: a single LSTM or GRU row's step (`K = H`) with the next layer's projection of 8
+//! rows riding in it (`<cell>-step+tiles`: `lstm_step_riding`, 1/8 of `W_ih`'s `4H` or `3H`
+//! output blocks, `K = H`, as the engine's relay gives each step of a stack), against the step
+//! alone (`<cell>-step`) and the same tiles alone (`<cell>-tiles`: the riding kernel over no
+//! blocks of the step); tiers with riding steps only. The fused time against the sum of the two
+//! is what the relay hides (time only: the three do different work).
+//!
 //! Run one tier or shape with a filter: `cargo bench -p recur-kernels --bench step -- avx2/H512xB1`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use recur_kernels::reference::{
     reference_gru_step, reference_lstm_step, reference_rnn_step, reference_rnn_steps,
 };
-use recur_kernels::step::BlockOrder;
+use recur_kernels::step::{transpose_rider_rows, BlockOrder, Rider, RIDER_ROWS};
+use recur_kernels::BLOCK;
 use recur_kernels::{kernels_for, Activation, Isa, Kernels, PackedMatrix};
 use std::hint::black_box;
 use std::time::Duration;
@@ -174,5 +182,62 @@ fn rnn_steps(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lstm, gru, rnn, rnn_steps);
+/// See the module docs: `riding`.
+fn riding(c: &mut Criterion) {
+    let mut g = c.benchmark_group("riding");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    for k in tiers() {
+        for h in [256, 512, 1024] {
+            for (cell, gates) in [("lstm", 4), ("gru", 3)] {
+                let w_hh = PackedMatrix::pack(&data(gates * h * h, 1), gates, h, h);
+                let w_ih = PackedMatrix::pack(&data(gates * h * h, 2), 1, gates * h, h);
+                let (b_hn, bias) = (data(h, 3), data(gates * h, 4));
+                let xp = data(gates * h, 5);
+                let h_prev = data(h, 6);
+                let mut x_t = vec![0.0; RIDER_ROWS * h];
+                transpose_rider_rows(&data(RIDER_ROWS * h, 7), h, &mut x_t);
+                let mut out = vec![0.0; RIDER_ROWS * gates * h];
+                let (mut c_state, mut h_out) = (data(h, 8), vec![0.0; h]);
+                let tiles = 0..w_ih.blocks().div_ceil(RIDER_ROWS);
+                let blocks = 0..w_hh.blocks();
+                let mut s = 0;
+                let mut run = |step: &std::ops::Range<usize>, tiles: &std::ops::Range<usize>| {
+                    let order = BlockOrder::for_step(s);
+                    s += 1;
+                    let rider = Rider {
+                        w_ih: &w_ih,
+                        bias: &bias,
+                        x: &x_t,
+                        xp: &mut out,
+                        layout: (gates * h, BLOCK),
+                        blocks: tiles.clone(),
+                    };
+                    let (step, ho) = (step.clone(), &mut h_out[..]);
+                    match (gates, k.lstm_step_riding, k.gru_step_riding) {
+                        (4, Some(f), _) => {
+                            f(&w_hh, &xp, &h_prev, &mut c_state, ho, step, order, rider)
+                        }
+                        (3, _, Some(f)) => f(&w_hh, &b_hn, &xp, &h_prev, ho, step, order, rider),
+                        _ => unreachable!(),
+                    }
+                };
+                if k.lstm_step_riding.is_none() {
+                    continue;
+                }
+                let shape = format!("H{h}xB1");
+                let id = |what: &str| {
+                    BenchmarkId::new(format!("{}-{cell}-{what}", k.isa.name()), &shape)
+                };
+                g.bench_function(id("step+tiles"), |bch| bch.iter(|| run(&blocks, &tiles)));
+                g.bench_function(id("step"), |bch| bch.iter(|| run(&blocks, &(0..0))));
+                g.bench_function(id("tiles"), |bch| bch.iter(|| run(&(0..0), &tiles)));
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, lstm, gru, rnn, rnn_steps, riding);
 criterion_main!(benches);

@@ -50,6 +50,9 @@ use crate::simd::Simd;
 use crate::step::{check_step_blocks, Activation, BlockOrder};
 use crate::vecmath::{relu, sigmoid::sigmoid, tanh::tanh};
 
+mod ride;
+pub(crate) use ride::{gru_step_riding, lstm_step_riding};
+
 /// The most unit vectors a block can hold (`BLOCK / LANES` with `LANES >= 8`).
 const MAX_VECTORS: usize = BLOCK / 8;
 

@@ -217,6 +217,80 @@ pub type ProjectBlocksFn = fn(
     order: BlockOrder,
 );
 
+/// The rows of a [`Rider`]'s tile.
+pub const RIDER_ROWS: usize = 8;
+
+/// A share of another product that rides in a single row's step (the `*_step_riding` kernels):
+/// the input projection `xp = x W_ihᵀ + bias` of [`RIDER_ROWS`] rows, for the output columns of
+/// `blocks`, computed a `k` at a time inside the step's own `k` loop, where a single row's
+/// step, bound by the stream of its weights, leaves the FMA pipes idle. An engine running a
+/// stack of layers on one stream gives each step of a layer a share of the next layer's
+/// projection of the rows this layer has already produced.
+///
+/// Every element written is the bits [`InputProjectionFn`] gives for its row (`acc = 0`, one
+/// `mul_add` per `k = 0..K` in order, `+ bias`); the step's outputs are the bits of the step
+/// without a rider. The kernel does all of `blocks`, finishing after the step's last block
+/// what its `k` loop left.
+pub struct Rider<'a> {
+    /// `W_ih` `(N, K)`, packed plain (as [`InputProjectionFn`] takes it).
+    pub w_ih: &'a PackedMatrix,
+    /// `(N,)`.
+    pub bias: &'a [f32],
+    /// The tile's rows `(RIDER_ROWS, K)` transposed, `k`-major: row `r`'s `x[k]` at
+    /// `k * RIDER_ROWS + r` (see [`transpose_rider_rows`]).
+    pub x: &'a [f32],
+    /// The projections of the tile's rows, for the output columns of `blocks` (those below
+    /// `N`): row `r`'s columns of block `b` at `xp[r * layout.0 + (b - blocks.start) *
+    /// layout.1..]`, `BLOCK` of them (fewer in `N`'s last block). Nothing else is written.
+    pub xp: &'a mut [f32],
+    /// `(row stride, block stride)` of `xp`: `(N, BLOCK)` for rows of `N` columns (with `xp`
+    /// from column `blocks.start * BLOCK` of row 0), `(BLOCK, M * BLOCK)` for block-major
+    /// storage of `M` rows (each block's columns of every row together).
+    pub layout: (usize, usize),
+    /// Blocks of [`BLOCK`] output columns of `w_ih`.
+    pub blocks: Range<usize>,
+}
+
+/// Writes `rows` `(RIDER_ROWS, k)` (row-major) into `out` `k`-major, as [`Rider::x`] takes
+/// them. Panics if a slice is shorter than that.
+pub fn transpose_rider_rows(rows: &[f32], k: usize, out: &mut [f32]) {
+    let rows = &rows[..RIDER_ROWS * k];
+    for (kk, o) in out[..RIDER_ROWS * k]
+        .chunks_exact_mut(RIDER_ROWS)
+        .enumerate()
+    {
+        for (r, v) in o.iter_mut().enumerate() {
+            *v = rows[r * k + kk];
+        }
+    }
+}
+
+/// [`LstmStepBlocksFn`] of a single row (`rows = 1`) with `rider` riding in its `k` loop (see
+/// [`Rider`]); the same bits as the step and the projection of the rider's rows and blocks.
+pub type LstmStepRidingFn = fn(
+    w_hh: &PackedMatrix,
+    xp: &[f32],
+    h_prev: &[f32],
+    c: &mut [f32],
+    h_out: &mut [f32],
+    blocks: Range<usize>,
+    order: BlockOrder,
+    rider: Rider<'_>,
+);
+
+/// [`GruStepBlocksFn`] of a single row (`rows = 1`) with `rider` riding in its `k` loop (see
+/// [`Rider`]).
+pub type GruStepRidingFn = fn(
+    w_hh: &PackedMatrix,
+    b_hn: &[f32],
+    xp: &[f32],
+    h_prev: &[f32],
+    h_out: &mut [f32],
+    blocks: Range<usize>,
+    order: BlockOrder,
+    rider: Rider<'_>,
+);
+
 /// Input projection of many rows at once: `xp[r][n] = Σ_k x[r][k] W[n][k] + bias[n]`.
 ///
 /// - `w_ih`: `W_ih` `(N, K)` (`N = G*H`, `K = I`) packed plain, `PackedMatrix::pack(w, 1, N, K)`:
@@ -253,6 +327,11 @@ pub struct Kernels {
     pub gru_step_blocks: GruStepBlocksFn,
     /// See [`GruInputStepBlocksFn`].
     pub gru_input_step_blocks: GruInputStepBlocksFn,
+    /// See [`LstmStepRidingFn`]; `None` on tiers without it (it needs vectors of [`BLOCK`]
+    /// lanes).
+    pub lstm_step_riding: Option<LstmStepRidingFn>,
+    /// See [`GruStepRidingFn`]; `None` on tiers without it.
+    pub gru_step_riding: Option<GruStepRidingFn>,
     /// See [`RnnStepBlocksFn`].
     pub rnn_step_blocks: RnnStepBlocksFn,
     /// See [`RnnStepsFn`].

@@ -22,8 +22,104 @@ use crate::fused;
 use crate::isa::Isa;
 use crate::matmul;
 use crate::pack::PackedMatrix;
-use crate::step::{Activation, BlockOrder, Kernels};
+use crate::step::{Activation, BlockOrder, Kernels, Rider};
 use crate::vecmath::{sigmoid::sigmoid, tanh::tanh};
+
+/// A tier's single-row steps with a rider (`fused::ride`): `with_riding(E)`, one `k` of the
+/// rider's tile after every `E` of the step's, for tiers of [`crate::BLOCK`] lanes; or
+/// `no_riding()`. Defines `LSTM_STEP_RIDING` and `GRU_STEP_RIDING` for the tier's table.
+macro_rules! with_riding {
+    (
+        token: $tok:ty;
+        features: [$(#[$tf:meta])*];
+        jb1: ($ljb:literal, $gjb:literal);
+        args: ($e:literal);
+    ) => {
+        #[allow(clippy::too_many_arguments)]
+        $(#[$tf])*
+        fn lstm_riding_tf(
+            s: $tok,
+            w: &PackedMatrix,
+            xp: &[f32],
+            h_prev: &[f32],
+            c: &mut [f32],
+            h_out: &mut [f32],
+            blocks: Range<usize>,
+            order: BlockOrder,
+            rider: Rider<'_>,
+        ) {
+            fused::lstm_step_riding::<$tok, $ljb, $e>(
+                s, w, xp, h_prev, (c, h_out), blocks, order, rider,
+            )
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        $(#[$tf])*
+        fn gru_riding_tf(
+            s: $tok,
+            w: &PackedMatrix,
+            b_hn: &[f32],
+            xp: &[f32],
+            h_prev: &[f32],
+            h_out: &mut [f32],
+            blocks: Range<usize>,
+            order: BlockOrder,
+            rider: Rider<'_>,
+        ) {
+            fused::gru_step_riding::<$tok, $gjb, $e>(
+                s, (w, b_hn), xp, h_prev, h_out, blocks, order, rider,
+            )
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn lstm_step_riding(
+            w: &PackedMatrix,
+            xp: &[f32],
+            h_prev: &[f32],
+            c: &mut [f32],
+            h_out: &mut [f32],
+            blocks: Range<usize>,
+            order: BlockOrder,
+            rider: Rider<'_>,
+        ) {
+            let s = token();
+            // SAFETY: `s` exists, so the CPU has the features `lstm_riding_tf` enables.
+            unsafe { lstm_riding_tf(s, w, xp, h_prev, c, h_out, blocks, order, rider) }
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn gru_step_riding(
+            w: &PackedMatrix,
+            b_hn: &[f32],
+            xp: &[f32],
+            h_prev: &[f32],
+            h_out: &mut [f32],
+            blocks: Range<usize>,
+            order: BlockOrder,
+            rider: Rider<'_>,
+        ) {
+            let s = token();
+            // SAFETY: `s` exists, so the CPU has the features `gru_riding_tf` enables.
+            unsafe { gru_riding_tf(s, w, b_hn, xp, h_prev, h_out, blocks, order, rider) }
+        }
+
+        const LSTM_STEP_RIDING: Option<crate::step::LstmStepRidingFn> = Some(lstm_step_riding);
+        const GRU_STEP_RIDING: Option<crate::step::GruStepRidingFn> = Some(gru_step_riding);
+    };
+}
+
+/// See [`with_riding`].
+macro_rules! no_riding {
+    (
+        token: $tok:ty;
+        features: [$(#[$tf:meta])*];
+        jb1: ($ljb:literal, $gjb:literal);
+        args: ();
+    ) => {
+        const LSTM_STEP_RIDING: Option<crate::step::LstmStepRidingFn> = None;
+        const GRU_STEP_RIDING: Option<crate::step::GruStepRidingFn> = None;
+    };
+}
 
 /// Generates one tier's module: `#[target_feature]` instantiations, their safe wrappers, and
 /// the `KERNELS` table.
@@ -50,6 +146,7 @@ macro_rules! tier {
         rnn: ($rr:literal, $rgr:literal, $rnvr:literal, $rrb:literal, $rgb:literal, $rnvb:literal, $rjbr:literal, $rg1:literal, $rnv1:literal, $rjb:literal, split_k: $rks:literal);
         project: ($pr:literal, $pgr:literal, $pnvr:literal, $prb:literal, $pgb:literal, $pnvb:literal, $pjbr:literal, $pg1:literal, $pnv1:literal, $pjb:literal);
         input_projection: ($imr:literal, $ijb:literal, $inv:literal, $ijb1:literal, $ikc:literal, $imc:literal, few: ($ifmr:literal, $ifjb:literal));
+        riding: $ride:ident($($ra:tt)*);
     ) => {
         $(#[$doc])*
         pub(crate) mod $m {
@@ -137,6 +234,13 @@ macro_rules! tier {
                 fused::gru_input_step_blocks::<$tok, $gr, $ggr, $gnvr, $grb, $ggb, $gnvb, $gjbr, $gg1, $gnv1, $gjb>(
                     s, input, (w, b_hn), h_prev, h_out, rows, blocks, order,
                 )
+            }
+
+            $ride! {
+                token: $tok;
+                features: [$(#[$tf])*];
+                jb1: ($ljb, $gjb);
+                args: ($($ra)*);
             }
 
             $(#[$tf])*
@@ -394,6 +498,8 @@ macro_rules! tier {
                 lstm_input_step_blocks,
                 gru_step_blocks,
                 gru_input_step_blocks,
+                lstm_step_riding: LSTM_STEP_RIDING,
+                gru_step_riding: GRU_STEP_RIDING,
                 rnn_step_blocks,
                 rnn_steps,
                 project_blocks,
@@ -418,6 +524,7 @@ tier! {
     rnn: (4, 1, 1, 0, 0, 0, 1, 1, 1, 2, split_k: false);
     project: (4, 1, 1, 0, 0, 0, 1, 1, 1, 2);
     input_projection: (3, 1, 2, 2, 1024, 65536, few: (3, 1));
+    riding: no_riding();
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -437,6 +544,7 @@ tier! {
     rnn: (4, 1, 2, 5, 1, 2, 1, 1, 2, 4, split_k: false);
     project: (4, 1, 2, 5, 1, 2, 1, 1, 2, 4);
     input_projection: (6, 1, 2, 4, 1024, 65536, few: (6, 1));
+    riding: no_riding();
 }
 
 /// The AVX-512 tier's tiles, for the hardware tier and its emulation alike (the emulation must
@@ -480,6 +588,9 @@ macro_rules! avx512_tier {
             // instead of 10 (or 6). Measured, best of 5: 50 x 32 x 64 1.9 -> 1.7 us, 100 x 80
             // x 2048 ~10% faster than with 12 x 2.
             input_projection: (8, 3, 1, 8, 1024, 65536, few: (6, 4));
+            // A single row's step carries a tile of the next layer's projection: one `k` of
+            // the tile after every 2 of the step's (see `fused::ride`).
+            riding: with_riding(2);
         }
     };
 }
