@@ -1093,8 +1093,9 @@ fn run_chunk(
 /// next layer takes those rows of its `xp` from there and projects only the rest (the last
 /// steps' rows, which no later step of this layer could carry). A single row's step is bound
 /// by the stream of its weights and leaves the FMA pipes mostly idle; the projection, FMA-bound,
-/// hides partly under it. Every element is the bits of the projection done at once (the
-/// kernels' contract), so the relay changes no result.
+/// hides partly under it (`recur bench`, lstm_stream_b1 at 1 thread: -5.5%, gru_stream_b1
+/// -2.5%; docs/PERFORMANCE.md, session 27). Every element is the bits of the projection done
+/// at once (the kernels' contract), so the relay changes no result.
 struct Relay<'a> {
     /// The next layer's `xp` `(L, G H)` rows, then a tile of its input rows (`Carrier`).
     buf: &'a mut [f32],
@@ -1105,9 +1106,10 @@ struct Relay<'a> {
 }
 
 /// Whether the single-row steps of `w` can carry `next`'s input projection: the tier has the
-/// riding step for the cell (an LSTM without projection or a GRU), the steps run on one
-/// thread, and `next` would project its inputs at once (not in its steps, nor in groups
-/// ahead of them).
+/// riding step for the cell (an LSTM without projection or a GRU), the layer runs one row
+/// (on one thread, or split across threads that each carry their share of the blocks), there
+/// are at least two groups of rows, and `next` would project its inputs at once (not in its
+/// steps, nor in groups ahead of them).
 fn carries(
     kernels: &Kernels,
     w: &DirectionWeights,

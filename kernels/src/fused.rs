@@ -568,18 +568,23 @@ fn run_row<S: Simd, const G: usize, const GP1: usize, const NV1: usize, const JB
     h_prev: &[f32],
     epilogue: &mut impl Epilogue<S, G>,
 ) {
-    let jb1 = if G >= crate::tuning::ONE_BLOCK_MIN_GATES
-        && JB1 > 1
-        && crate::tuning::single_row_one_block()
-    {
-        1
-    } else {
-        JB1
-    };
+    let jb1 = single_row_group::<G, JB1>();
     let groups = block_groups(&blocks, jb1);
     for i in 0..groups {
         let group = block_group(&blocks, jb1, order.visit(i, groups));
         single_row::<S, G, GP1, NV1, JB1>(s, w, group, h_prev, 0, epilogue);
+    }
+}
+
+/// The blocks a single row of a cell of `G` gates takes at once, for a tier whose single rows
+/// take `JB1`: one where the CPU streams fewer panels faster (an LSTM on Zen 4, see
+/// `crate::tuning`), else `JB1`.
+#[inline(always)]
+fn single_row_group<const G: usize, const JB1: usize>() -> usize {
+    if G >= crate::tuning::ONE_BLOCK_MIN_GATES && JB1 > 1 && crate::tuning::single_row_one_block() {
+        1
+    } else {
+        JB1
     }
 }
 

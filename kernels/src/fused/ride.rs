@@ -281,14 +281,7 @@ fn run_row_riding<S: Simd, const G: usize, const JB1: usize, const E: usize>(
     ride: &mut Ride<'_, S>,
 ) {
     const { assert!(E >= 1 && JB1.is_power_of_two() && JB1 <= 8) };
-    let jb1 = if G >= crate::tuning::ONE_BLOCK_MIN_GATES
-        && JB1 > 1
-        && crate::tuning::single_row_one_block()
-    {
-        1
-    } else {
-        JB1
-    };
+    let jb1 = super::single_row_group::<G, JB1>();
     let groups = super::block_groups(&blocks, jb1);
     for i in 0..groups {
         let (j, jb) = super::block_group(&blocks, jb1, order.visit(i, groups));
