@@ -630,10 +630,10 @@ impl Model {
     /// the first over `l` steps and a tile of [`RIDER_ROWS`] input rows; else 0. `None` on
     /// overflow.
     fn relay_floats(&self, l: u64, n: u64) -> Option<u64> {
-        let cfg = self.config();
-        if cfg.directions() != 1 || n != 1 || cfg.num_layers < 2 {
+        if !self.relays_batch(n) {
             return Some(0);
         }
+        let cfg = self.config();
         let gh = self.layers[1..].iter().map(|d| d[0].w_ih.rows()).max();
         // Whole blocks of columns (`Carrier` stores them block-major).
         let gh = gh.unwrap_or(0).div_ceil(BLOCK) * BLOCK;
@@ -641,11 +641,16 @@ impl Model {
         l.checked_mul(gh as u64)?.checked_add(tile)
     }
 
-    /// Whether this call's layers relay their input projections (see [`Relay`]): one
+    /// Whether a call of `n` rows relays its layers' input projections (see [`Relay`]): one
     /// direction, one row, two layers or more.
-    fn relays(&self, plan: &Plan<'_>) -> bool {
+    fn relays_batch(&self, n: u64) -> bool {
         let cfg = self.config();
-        cfg.directions() == 1 && cfg.num_layers >= 2 && plan.batch == 1
+        cfg.directions() == 1 && cfg.num_layers >= 2 && n == 1
+    }
+
+    /// [`Model::relays_batch`] of the call `plan` describes.
+    fn relays(&self, plan: &Plan<'_>) -> bool {
+        self.relays_batch(plan.batch as u64)
     }
 
     /// Grows each direction's arena to its widest layer's need for `l` steps of `n` rows (a
@@ -1275,7 +1280,7 @@ fn projected_groups(
         let len = active * u.len();
         let (c_g, m_g) = (&mut c[at..at + len], &mut m[at..at + len]);
         let blocks = proj.blocks(g..g + 1);
-        cell_step(kernels, w, xp, h_prev, c_g, m_g, active, blocks, bo);
+        cell_step(kernels, w, xp, h_prev, c_g, m_g, active, blocks, bo, None);
         let (w_g, part) = (proj.group(g), (g - groups.start) * rows * p);
         let out = &mut parts[part..part + active * p];
         (kernels.project_blocks)(w_g, m_g, out, active, 0..w_g.blocks(), bo);
@@ -1591,66 +1596,30 @@ fn run_steps(
                 projected_groups(kernels, w, proj, xp, h_prev, bufs, rs, 0..n, bo);
                 sum_groups(ch.parts, rows * h_out, n, h_next);
             }
-            None => match (rider, xp) {
-                (Some(rider), Xp::At(xp)) => ride_step(
-                    kernels,
-                    w,
-                    xp,
-                    h_prev,
-                    ch.c,
-                    h_next,
-                    blocks.clone(),
-                    bo,
-                    rider,
-                ),
-                (_, xp) => cell_step(
-                    kernels,
-                    w,
-                    xp,
-                    h_prev,
-                    ch.c,
-                    h_next,
-                    active,
-                    blocks.clone(),
-                    bo,
-                ),
-            },
+            None => cell_step(
+                kernels,
+                w,
+                xp,
+                h_prev,
+                ch.c,
+                h_next,
+                active,
+                blocks.clone(),
+                bo,
+                rider,
+            ),
         }
         keep_final(plan, order, s, active, h_out, h_next, ch.h_n);
     }
     carry.map_or(0, |c| c.done())
 }
 
-/// A single row's step of an LSTM (without projection) or a GRU with `rider` riding in it (see
-/// [`Relay`]); the same bits as [`cell_step`].
-#[allow(clippy::too_many_arguments)]
-fn ride_step(
-    kernels: &Kernels,
-    w: &DirectionWeights,
-    xp: &[f32],
-    h_prev: &[f32],
-    c: &mut [f32],
-    out: &mut [f32],
-    blocks: Range<usize>,
-    bo: BlockOrder,
-    rider: Rider<'_>,
-) {
-    let w_hh = &w.w_hh;
-    match (
-        w_hh.gates(),
-        kernels.lstm_step_riding,
-        kernels.gru_step_riding,
-    ) {
-        (4, Some(lstm), _) => lstm(w_hh, xp, h_prev, c, out, blocks, bo, rider),
-        (3, _, Some(gru)) => gru(w_hh, &w.b_hn, xp, h_prev, out, blocks, bo, rider),
-        _ => unreachable!("`carries` checked that the tier has the riding step"),
-    }
-}
-
 /// One step of the mode's cell for the units of `blocks` (an LSTM's before its projection):
 /// `out` `(rows, nu)` gets the new state, an LSTM's `c` `(rows, nu)` is updated in place (other
 /// modes ignore it); its input projection from `xp` (an LSTM's or GRU's may be
-/// [`Xp::InStep`]). Shared by the single-thread and the split step loops.
+/// [`Xp::InStep`]). With a `rider` (a single row of an LSTM without projection or a GRU, `xp`
+/// projected ahead, see [`Relay`]), the step carries it, with the same bits. Shared by the
+/// single-thread and the split step loops.
 #[allow(clippy::too_many_arguments)]
 fn cell_step(
     kernels: &Kernels,
@@ -1662,8 +1631,24 @@ fn cell_step(
     rows: usize,
     blocks: Range<usize>,
     bo: BlockOrder,
+    rider: Option<Rider<'_>>,
 ) {
     let (w_hh, b_hn) = (&w.w_hh, &w.b_hn[..]);
+    if let Some(rider) = rider {
+        let Xp::At(xp) = xp else {
+            unreachable!("`carries` checked that the steps' inputs are projected ahead")
+        };
+        match (
+            w_hh.gates(),
+            kernels.lstm_step_riding,
+            kernels.gru_step_riding,
+        ) {
+            (4, Some(lstm), _) => lstm(w_hh, xp, h_prev, c, out, blocks, bo, rider),
+            (3, _, Some(gru)) => gru(w_hh, b_hn, xp, h_prev, out, blocks, bo, rider),
+            _ => unreachable!("`carries` checked that the tier has the riding step"),
+        }
+        return;
+    }
     match (w_hh.gates(), xp) {
         (4, Xp::At(xp)) => (kernels.lstm_step_blocks)(w_hh, xp, h_prev, c, out, rows, blocks, bo),
         (4, Xp::InStep(input)) => {
@@ -1965,23 +1950,18 @@ impl SplitShared<'_, '_> {
                 }
                 c.tiles(s, &history[..s * k])
             });
-            match rider {
-                Some(rider) => {
-                    let bs = blocks.clone();
-                    ride_step(kern, w, xp, &h_prev, &mut c_part, out, bs, bo, rider)
-                }
-                None => cell_step(
-                    kern,
-                    w,
-                    Xp::At(xp),
-                    &h_prev,
-                    &mut c_part,
-                    out,
-                    active,
-                    blocks.clone(),
-                    bo,
-                ),
-            }
+            cell_step(
+                kern,
+                w,
+                Xp::At(xp),
+                &h_prev,
+                &mut c_part,
+                out,
+                active,
+                blocks.clone(),
+                bo,
+                rider,
+            );
             next.write_columns(k, units.start, nu, active, out);
             self.barrier.wait();
         }
