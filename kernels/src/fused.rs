@@ -85,20 +85,7 @@ fn accumulate<
     (g0, v0): (usize, usize),
     split: bool,
 ) -> [[[[S::V; NV]; GP]; JB]; R] {
-    let block_len = wb.len() / JB;
-    let k = block_len / (G * BLOCK);
-    // Each gate of a block is its own `K x BLOCK` panel, read in order; as slices of
-    // `BLOCK`-float rows of exactly `k` rows, like `h`, so that indexing them by `kk < k` needs
-    // no bounds checks in the loop (with split-off subslices the checks and pointer updates
-    // outnumbered the FMAs of a single row).
-    let mut panels: [[&[[f32; BLOCK]]; GP]; JB] = [[&[]; GP]; JB];
-    for (b, pb) in panels.iter_mut().enumerate() {
-        for (g, p) in pb.iter_mut().enumerate() {
-            let panel = &wb[b * block_len + (g0 + g) * k * BLOCK..][..k * BLOCK];
-            *p = panel.as_chunks::<BLOCK>().0;
-            assert_eq!(p.len(), k);
-        }
-    }
+    let (panels, k) = block_panels::<G, GP, JB>(wb, g0);
     let mut h_k: [&[f32]; R] = [&[]; R];
     for r in 0..R {
         h_k[r] = &h[r][..k];
@@ -131,6 +118,31 @@ fn accumulate<
         }
     }
     acc
+}
+
+/// The `GP` gate panels from gate `g0` of each of the `JB` packed blocks in `wb` (`G` panels of
+/// `K * BLOCK` floats a block, contiguous as in [`PackedMatrix`]), and `K`.
+///
+/// Each gate of a block is its own `K x BLOCK` panel, read in order; as slices of `BLOCK`-float
+/// rows of exactly `K` rows, like `h`, so that indexing them by `kk < K` needs no bounds checks
+/// in the loop (with split-off subslices the checks and pointer updates outnumbered the FMAs of
+/// a single row).
+#[inline(always)]
+fn block_panels<const G: usize, const GP: usize, const JB: usize>(
+    wb: &[f32],
+    g0: usize,
+) -> ([[&[[f32; BLOCK]]; GP]; JB], usize) {
+    let block_len = wb.len() / JB;
+    let k = block_len / (G * BLOCK);
+    let mut panels: [[&[[f32; BLOCK]]; GP]; JB] = [[&[]; GP]; JB];
+    for (b, pb) in panels.iter_mut().enumerate() {
+        for (g, p) in pb.iter_mut().enumerate() {
+            let panel = &wb[b * block_len + (g0 + g) * k * BLOCK..][..k * BLOCK];
+            *p = panel.as_chunks::<BLOCK>().0;
+            assert_eq!(p.len(), k);
+        }
+    }
+    (panels, k)
 }
 
 /// The term `k = kk` of [`accumulate`]: `acc[r][b][g][v] += w[b][g][kk][v] * h[r][kk]`, one
@@ -800,6 +812,32 @@ struct LstmCell<'a, X> {
     nu: usize,
 }
 
+impl<'a, X> LstmCell<'a, X> {
+    /// The cell of an LSTM step of `rows` rows over `blocks` of `w`, after the step's checks
+    /// ([`check_step_blocks`]; `kernel` names the caller in a panic, `xp_len` is `xp`'s length
+    /// where it is read from memory); its `xp` from `xp(H)`.
+    #[inline(always)]
+    fn checked(
+        kernel: &str,
+        (xp_len, xp): (Option<usize>, impl FnOnce(usize) -> X),
+        w: &PackedMatrix,
+        h_prev: &[f32],
+        (c, h_out): (&'a mut [f32], &'a mut [f32]),
+        rows: usize,
+        blocks: &Range<usize>,
+    ) -> Self {
+        let outs = [c.len(), h_out.len()];
+        let units = check_step_blocks(kernel, w, 4, xp_len, h_prev.len(), &outs, rows, blocks);
+        LstmCell {
+            xp: xp(w.rows()),
+            c,
+            h_out,
+            u_begin: units.start,
+            nu: units.len(),
+        }
+    }
+}
+
 impl<S: Simd, X: XpSource<S, 4>> Epilogue<S, 4> for LstmCell<'_, X> {
     #[inline(always)]
     fn before_tile<const R: usize, const GP: usize, const NV: usize, const JB: usize>(
@@ -914,15 +952,7 @@ fn lstm_blocks<
     blocks: Range<usize>,
     order: BlockOrder,
 ) {
-    let outs = [c.len(), h_out.len()];
-    let units = check_step_blocks(kernel, w, 4, xp_len, h_prev.len(), &outs, rows, &blocks);
-    let mut cell = LstmCell {
-        xp: xp(w.rows()),
-        c,
-        h_out,
-        u_begin: units.start,
-        nu: units.len(),
-    };
+    let mut cell = LstmCell::checked(kernel, (xp_len, xp), w, h_prev, (c, h_out), rows, &blocks);
     run::<S, 4, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
         s, w, blocks, order, h_prev, rows, &mut cell,
     );
@@ -1027,6 +1057,36 @@ struct GruCell<'a, X> {
     nu: usize,
 }
 
+impl<'a, X> GruCell<'a, X> {
+    /// The cell of a GRU step of `rows` rows over `blocks` of `w`, after the step's checks (see
+    /// [`LstmCell::checked`]); its `xp` from `xp(H)`.
+    #[inline(always)]
+    fn checked(
+        kernel: &str,
+        (xp_len, xp): (Option<usize>, impl FnOnce(usize) -> X),
+        (w, b_hn): (&PackedMatrix, &'a [f32]),
+        h_prev: &'a [f32],
+        h_out: &'a mut [f32],
+        rows: usize,
+        blocks: &Range<usize>,
+    ) -> Self {
+        assert_eq!(w.rows(), w.cols(), "{kernel} needs a square W_hh per gate");
+        let outs = [h_out.len()];
+        let units = check_step_blocks(kernel, w, 3, xp_len, h_prev.len(), &outs, rows, blocks);
+        let h = w.rows();
+        assert!(b_hn.len() >= h, "{kernel}: b_hn holds {} < {h}", b_hn.len());
+        GruCell {
+            xp: xp(h),
+            b_hn,
+            h_prev,
+            h_out,
+            h,
+            u_begin: units.start,
+            nu: units.len(),
+        }
+    }
+}
+
 impl<S: Simd, X: XpSource<S, 3>> Epilogue<S, 3> for GruCell<'_, X> {
     #[inline(always)]
     fn before_tile<const R: usize, const GP: usize, const NV: usize, const JB: usize>(
@@ -1110,20 +1170,15 @@ fn gru_blocks<
     blocks: Range<usize>,
     order: BlockOrder,
 ) {
-    assert_eq!(w.rows(), w.cols(), "{kernel} needs a square W_hh per gate");
-    let outs = [h_out.len()];
-    let units = check_step_blocks(kernel, w, 3, xp_len, h_prev.len(), &outs, rows, &blocks);
-    let h = w.rows();
-    assert!(b_hn.len() >= h, "{kernel}: b_hn holds {} < {h}", b_hn.len());
-    let mut cell = GruCell {
-        xp: xp(h),
-        b_hn,
+    let mut cell = GruCell::checked(
+        kernel,
+        (xp_len, xp),
+        (w, b_hn),
         h_prev,
         h_out,
-        h,
-        u_begin: units.start,
-        nu: units.len(),
-    };
+        rows,
+        &blocks,
+    );
     run::<S, 3, R, GPR, NVR, RB, GPB, NVB, JBR, GP1, NV1, JB1>(
         s, w, blocks, order, h_prev, rows, &mut cell,
     );

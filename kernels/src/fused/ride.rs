@@ -26,7 +26,7 @@ use std::ops::Range;
 use super::{hand_off, Epilogue, GruCell, LstmCell, Projected};
 use crate::pack::{PackedMatrix, BLOCK};
 use crate::simd::Simd;
-use crate::step::{check_step_blocks, BlockOrder, Rider, RIDER_ROWS};
+use crate::step::{BlockOrder, Rider, RIDER_ROWS};
 
 /// The tile in flight and what is left of the rider's blocks.
 struct Ride<'a, S: Simd> {
@@ -183,15 +183,7 @@ fn accumulate_riding<S: Simd, const G: usize, const JB: usize, const E: usize>(
     h: &[f32],
     ride: &mut Ride<'_, S>,
 ) -> [[[[S::V; 1]; G]; JB]; 1] {
-    let block_len = wb.len() / JB;
-    let k = block_len / (G * BLOCK);
-    let mut panels: [[&[[f32; BLOCK]]; G]; JB] = [[&[]; G]; JB];
-    for (b, pb) in panels.iter_mut().enumerate() {
-        for (g, p) in pb.iter_mut().enumerate() {
-            let panel = &wb[b * block_len + g * k * BLOCK..][..k * BLOCK];
-            *p = panel.as_chunks::<BLOCK>().0;
-        }
-    }
+    let (panels, k) = super::block_panels::<G, G, JB>(wb, 0);
     let h = &h[..k];
     let mut acc = [[[[s.zero(); 1]; G]; JB]; 1];
     let mut kk = 0;
@@ -235,15 +227,11 @@ fn accumulate_riding<S: Simd, const G: usize, const JB: usize, const E: usize>(
         }
         kk += nr * E;
     }
-    // The rest of the block's `k` (fewer than `E`, or the rider is done).
+    // The rest of the block's `k` (fewer than `E`, or the rider is done), as the step without
+    // a rider takes them. (The segments above do the same per `k`, indexed by chunks of `E`
+    // so that their bounds checks vanish.)
     for kk in kk..k {
-        let hk = s.splat(h[kk]);
-        for b in 0..JB {
-            for g in 0..G {
-                let wv = s.load(&panels[b][g][kk]);
-                acc[0][b][g][0] = s.mul_add(wv, hk, acc[0][b][g][0]);
-            }
-        }
+        acc = super::accumulate_k::<S, G, 1, 1, JB>(s, &panels, &[h], kk, 0, acc);
     }
     acc
 }
@@ -311,25 +299,9 @@ pub(crate) fn lstm_step_riding<S: Simd, const JB1: usize, const E: usize>(
     rider: Rider<'_>,
 ) {
     const KERNEL: &str = "lstm_step_riding";
-    let outs = [c.len(), h_out.len()];
-    let units = check_step_blocks(
-        KERNEL,
-        w,
-        4,
-        Some(xp.len()),
-        h_prev.len(),
-        &outs,
-        1,
-        &blocks,
-    );
+    let xp = (Some(xp.len()), |h| Projected { xp, h });
+    let mut cell = LstmCell::checked(KERNEL, xp, w, h_prev, (c, h_out), 1, &blocks);
     let mut ride = Ride::new(s, KERNEL, rider);
-    let mut cell = LstmCell {
-        xp: Projected { xp, h: w.rows() },
-        c,
-        h_out,
-        u_begin: units.start,
-        nu: units.len(),
-    };
     run_row_riding::<S, 4, JB1, E>(s, w, blocks, order, h_prev, &mut cell, &mut ride);
 }
 
@@ -348,29 +320,8 @@ pub(crate) fn gru_step_riding<S: Simd, const JB1: usize, const E: usize>(
     rider: Rider<'_>,
 ) {
     const KERNEL: &str = "gru_step_riding";
-    assert_eq!(w.rows(), w.cols(), "{KERNEL} needs a square W_hh per gate");
-    let outs = [h_out.len()];
-    let units = check_step_blocks(
-        KERNEL,
-        w,
-        3,
-        Some(xp.len()),
-        h_prev.len(),
-        &outs,
-        1,
-        &blocks,
-    );
-    let h = w.rows();
-    assert!(b_hn.len() >= h, "{KERNEL}: b_hn holds {} < {h}", b_hn.len());
+    let xp = (Some(xp.len()), |h| Projected { xp, h });
+    let mut cell = GruCell::checked(KERNEL, xp, (w, b_hn), h_prev, h_out, 1, &blocks);
     let mut ride = Ride::new(s, KERNEL, rider);
-    let mut cell = GruCell {
-        xp: Projected { xp, h },
-        b_hn,
-        h_prev,
-        h_out,
-        h,
-        u_begin: units.start,
-        nu: units.len(),
-    };
     run_row_riding::<S, 3, JB1, E>(s, w, blocks, order, h_prev, &mut cell, &mut ride);
 }
